@@ -6,6 +6,8 @@ an interrupted trajectory from its last saved state (or replays it deterministic
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from .config import ZooConfig
 from .storage import Zoo, ZooStore, iter_chunks
 from .training import batch_schedule, init_members, train_loop, train_vectorized
 
-__all__ = ["collect"]
+__all__ = ["collect", "collect_all"]
 
 
 def _rows(cfg: ZooConfig, ids: list[int], tr, te, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,26 +39,41 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def _train_base(cfg: ZooConfig, store: ZooStore, data, progress: bool) -> nn.Module:
-    """Train (or reload) the base model of a dense protocol."""
+def base_key(cfg: ZooConfig) -> str:
+    """Identity of a dense protocol's base model: zoos agreeing on data, architecture, training and seed share it."""
+    blob = json.dumps({k: cfg.to_dict()[k] for k in ("data", "arch", "train", "seed")}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _train_base(cfg: ZooConfig, store: ZooStore, data, progress: bool, base_cache: Path | None) -> nn.Module:
+    """Train (or reload) the base model of a dense protocol; ``base_cache`` shares it between zoos."""
     model = build_model(cfg.arch, seed=cfg.seed)
     saved = store.load_state("base")
+    if saved is None and base_cache is not None:
+        shared = ZooStore(base_cache).load_state(base_key(cfg))
+        if shared is not None:
+            store.save_state("base", *shared)
+            saved = shared
     if saved is not None:
         model.load_state_dict(saved[0])
         return model
     model.train()
     t0 = time.perf_counter()
     hist = train_loop(model, data.x_train, data.y_train, cfg.train, progress=progress)
-    store.save_state("base", model.state_dict(), {"train_loss": hist, "seconds": time.perf_counter() - t0})
+    meta = {"train_loss": hist, "seconds": time.perf_counter() - t0}
+    store.save_state("base", model.state_dict(), meta)
+    if base_cache is not None:
+        ZooStore(base_cache).save_state(base_key(cfg), model.state_dict(), meta)
     return model
 
 
-def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progress: bool) -> None:
+def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progress: bool,
+                   base_cache: Path | None) -> None:
     full = cfg.protocol == "dense_full"
     done = store.done_ids()
     if len(done) >= cfg.n_members:
         return
-    model = _train_base(cfg, store, data, progress)
+    model = _train_base(cfg, store, data, progress, base_cache)
     evaluator = MemberEvaluator(model, spec, probe=data.x_test)
 
     if full:
@@ -179,8 +196,10 @@ def _collect_seeds(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
     bar.close()
 
 
-def collect(config: ZooConfig, root: str | Path, *, progress: bool = True) -> Zoo:
-    """Collect (or resume collecting) the zoo ``config`` into ``root``; returns the loaded zoo."""
+def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_cache: str | Path | None = None) -> Zoo:
+    """Collect (or resume collecting) the zoo ``config`` into ``root``; returns the loaded zoo.
+
+    ``base_cache``: a directory where trained base models are shared between zoos (see :func:`base_key`)."""
     store = ZooStore(root)
     # The spec depends only on the architecture, so the directory is checked before any training.
     spec = ParamSpec.select(build_model(config.arch, seed=config.seed), config.select, config.exclude)
@@ -189,5 +208,12 @@ def collect(config: ZooConfig, root: str | Path, *, progress: bool = True) -> Zo
     if config.protocol == "seeds":
         _collect_seeds(config, spec, store, data, progress)
     else:
-        _collect_dense(config, spec, store, data, progress)
+        _collect_dense(config, spec, store, data, progress, Path(base_cache) if base_cache else None)
     return Zoo(root)
+
+
+def collect_all(configs: dict[str, ZooConfig], run_dir: str | Path, *, progress: bool = True) -> dict[str, Zoo]:
+    """Collect (or resume) several zoos into ``<run_dir>/zoos/<key>``."""
+    run_dir = Path(run_dir)
+    return {k: collect(c, run_dir / "zoos" / k, progress=progress, base_cache=run_dir / "bases")
+            for k, c in configs.items()}

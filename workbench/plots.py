@@ -1,0 +1,76 @@
+"""Plotly figures for the notebooks. Every function returns ``(figure, table)``: the table holds the plotted
+numbers, rounded, so that nbval can check them and a reader can quote them."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+__all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
+           "pairwise_distance_summary"]
+
+
+def setup_notebook() -> None:
+    """Render figures both for JupyterLab (mimetype) and for the HTML report (embedded plotly.js)."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+    pio.templates.default = "plotly_white"
+
+
+def zoo_table(zoos: Mapping[str, "object"], decimals: int = 2) -> pd.DataFrame:
+    """One row per zoo: protocol, members, generated parameters, accuracy statistics."""
+    rows = [{"key": k, **z.describe()} for k, z in zoos.items()]
+    return pd.DataFrame(rows).set_index("key").round(decimals)
+
+
+def accuracy_distribution(accuracies: Mapping[str, np.ndarray | pd.Series], title: str = "Test accuracy",
+                          decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Box + points of accuracy per group (zoo or method), and their summary table."""
+    fig = go.Figure()
+    rows = []
+    for name, acc in accuracies.items():
+        a = np.asarray(acc, dtype=float)
+        fig.add_trace(go.Box(y=a, name=name, boxpoints="all", jitter=0.4, pointpos=0, marker_size=3))
+        rows.append({"group": name, "n": len(a), "min": a.min(), "median": float(np.median(a)), "mean": a.mean(),
+                     "max": a.max(), "std": a.std(), "distinct": len(np.unique(np.round(a, 4)))})
+    fig.update_layout(title=title, yaxis_title="accuracy (%)", showlegend=False, height=420)
+    return fig, pd.DataFrame(rows).set_index("group").round(decimals)
+
+
+def parameter_spread(zoo: "object", decimals: int = 6) -> tuple[go.Figure, pd.DataFrame]:
+    """Per-position standard deviation of the generated parameters across members, by tensor."""
+    vec = zoo.vectors().double()
+    std = vec.std(0, unbiased=False)
+    mean_abs = vec.mean(0).abs()
+    fig = go.Figure()
+    rows = []
+    for name, sl in zoo.spec.slices().items():
+        s = std[sl].numpy()
+        order = np.argsort(s)[::-1]
+        fig.add_trace(go.Scatter(x=np.arange(sl.start, sl.stop), y=s[order], mode="lines", name=name))
+        rows.append({"tensor": name, "numel": sl.stop - sl.start, "mean_abs_value": float(mean_abs[sl].mean()),
+                     "mean_std": float(s.mean()), "max_std": float(s.max()),
+                     "relative_spread": float(s.mean() / max(float(mean_abs[sl].mean()), 1e-12))})
+    fig.update_layout(title=f"{zoo.config.name}: per-position std across {len(zoo)} members (sorted within tensor)",
+                      xaxis_title="position in the flat vector", yaxis_title="std", yaxis_type="log", height=380)
+    return fig, pd.DataFrame(rows).set_index("tensor").round(decimals)
+
+
+def pairwise_distance_summary(vectors: torch.Tensor) -> dict[str, float]:
+    """Median and min exact L2 distance between members (float64, no matmul shortcut)."""
+    v = vectors.double()
+    d = torch.cdist(v, v, compute_mode="donot_use_mm_for_euclid_dist")
+    iu = torch.triu_indices(len(v), len(v), 1)
+    vals = d[iu[0], iu[1]]
+    return {"median_l2": float(vals.median()), "min_l2": float(vals.min()), "max_l2": float(vals.max())}
+
+
+def distance_table(zoos: Mapping[str, "object"], decimals: int = 5) -> pd.DataFrame:
+    """Exact pairwise L2 distance summary (median, min, max) for each zoo."""
+    rows = {k: pairwise_distance_summary(z.vectors()) for k, z in zoos.items()}
+    return pd.DataFrame(rows).T.round(decimals)

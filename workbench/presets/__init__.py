@@ -1,0 +1,50 @@
+"""Named configurations: ``ci`` (seconds, used by the tests), ``default`` (the report), and larger ones."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..zoo.config import ZooConfig
+
+__all__ = ["Preset", "load_preset", "available_presets"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration: the zoos it collects and per-benchmark settings."""
+
+    name: str
+    description: str
+    zoos: dict[str, ZooConfig]
+    bench: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def zoo(self, key: str) -> ZooConfig:
+        """One zoo config by key, with a clear error naming the valid keys."""
+        if key not in self.zoos:
+            raise KeyError(f"preset {self.name!r} has no zoo {key!r}; it has {sorted(self.zoos)}")
+        return self.zoos[key]
+
+
+def available_presets() -> list[str]:
+    """Names of the bundled presets."""
+    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load a bundled preset by name, or a preset JSON file by path."""
+    p = Path(name_or_path)
+    if p.suffix == ".json" and p.exists():
+        raw = json.loads(p.read_text())
+    else:
+        f = resources.files(__package__) / f"{name_or_path}.json"
+        if not f.is_file():
+            raise ValueError(f"unknown preset {name_or_path!r}; bundled presets: {available_presets()} "
+                             "(or pass the path of a preset .json)")
+        raw = json.loads(f.read_text())
+    zoos = {k: ZooConfig.from_dict(v) for k, v in raw.get("zoos", {}).items()}
+    return Preset(raw["name"], raw.get("description", ""), zoos, raw.get("bench", {}), raw)

@@ -1,0 +1,109 @@
+"""The report: execute the numbered notebooks with papermill, export HTML, gather metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .atomic_io import atomic_write_json, atomic_write_text
+
+__all__ = ["ReportError", "run_report", "record_metrics", "notebook_paths", "execute_notebook"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ReportError(RuntimeError):
+    """A notebook of the report failed; the message names the notebook and the cell."""
+
+
+def record_metrics(run_dir: str | Path, notebook: str, metrics: dict[str, Any]) -> Path:
+    """Write a notebook's metrics to ``<run_dir>/metrics/<notebook>.json`` (the report gathers them)."""
+    path = Path(run_dir) / "metrics" / f"{Path(notebook).stem}.json"
+    atomic_write_json(path, metrics)
+    return path
+
+
+def notebook_paths(notebooks_dir: str | Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_*.ipynb`` in order (optionally those whose name starts with ``only``)."""
+    d = Path(notebooks_dir) if notebooks_dir else REPO / "notebooks"
+    nbs = sorted(p for p in d.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
+    if not nbs:
+        raise ReportError(f"no notebooks NN_*.ipynb found in {d}" + (f" matching {only}" if only else ""))
+    return nbs
+
+
+def execute_notebook(nb: Path, out: Path, parameters: dict[str, Any], kernel: str = "python3",
+                     timeout: int | None = None) -> None:
+    """Run one notebook with papermill into ``out``; a failure raises :class:`ReportError` naming the cell."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
+                            progress_bar=False, execution_timeout=timeout)
+    except PapermillExecutionError as e:
+        raise ReportError(f"notebook {nb.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
+                          f"the partly executed notebook is {out}") from None
+
+
+def _html(executed: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
+    html = executed.with_suffix(".html")
+    atomic_write_text(html, body)
+    return html
+
+
+def run_report(preset: str, *, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
+               seed: int = 0, device: str = "cpu", only: list[str] | None = None,
+               notebooks_dir: str | Path | None = None, html: bool = True) -> Path:
+    """Execute the notebooks in order for ``preset``; returns the report directory."""
+    out = Path(out_dir) if out_dir else REPO / "reports" / preset
+    run = Path(run_dir).resolve() if run_dir else (REPO / "runs" / preset)
+    out.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    for nb in notebook_paths(notebooks_dir, only):
+        t0 = time.perf_counter()
+        print(f"[report] {nb.name} (preset {preset}) ...", flush=True)
+        executed = out / nb.name
+        execute_notebook(nb, executed, {"preset": preset, "seed": seed, "device": device, "run_dir": str(run)})
+        if html:
+            _html(executed)
+        timings[nb.stem] = round(time.perf_counter() - t0, 1)
+        print(f"[report] {nb.name} done in {timings[nb.stem]} s", flush=True)
+    metrics = {}
+    for p in sorted((run / "metrics").glob("*.json")):
+        if p.stem in timings:
+            metrics[p.stem] = json.loads(p.read_text())
+    atomic_write_json(out / "metrics.json", {"preset": preset, "seconds": timings, "notebooks": metrics})
+    atomic_write_text(out / "summary.md", _summary(preset, timings, metrics))
+    return out
+
+
+def _summary(preset: str, timings: dict[str, float], metrics: dict[str, Any]) -> str:
+    lines = [f"# workbench report — preset `{preset}`", "", "| notebook | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in timings.items()]
+    for nb, m in metrics.items():
+        lines += ["", f"## {nb}", ""]
+        for k, v in m.items():
+            if isinstance(v, dict):
+                lines.append(f"- **{k}**: " + ", ".join(f"{kk} = {_fmt(vv)}" for kk, vv in v.items()))
+            else:
+                lines.append(f"- **{k}**: {_fmt(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
