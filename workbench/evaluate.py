@@ -186,7 +186,7 @@ class MemberEvaluator:
         m_chunk = int(max(1, min(256, self.memory_budget // max(per, 1))))
         accs, losses, preds = [], [], []
         for v in vectors.split(m_chunk):
-            correct = torch.zeros(v.shape[0], device=self.device)
+            correct = torch.zeros(v.shape[0], device=self.device, dtype=torch.int64)
             loss = torch.zeros(v.shape[0], device=self.device, dtype=torch.float64)
             pred_parts = []
             for s in range(0, n, ex_chunk):
@@ -197,7 +197,7 @@ class MemberEvaluator:
                 correct += (p == yy).sum(1)
                 loss += F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), yy.repeat(v.shape[0]),
                                         reduction="none").view(v.shape[0], -1).sum(1).double()
-            accs.append(100.0 * correct / n)
+            accs.append(100.0 * correct.double() / n)
             losses.append(loss / n)
             preds.append(torch.cat(pred_parts, 1))
         return EvalResult(torch.cat(accs).cpu().numpy().astype(np.float64), torch.cat(losses).cpu().numpy(),
@@ -240,7 +240,7 @@ def evaluate(
         with torch.no_grad():
             lg = torch.cat([m(c.to(dev)) for c in x.split(2048)])
         p = lg.argmax(-1)
-        accs.append(100.0 * float((p == yd).float().mean()))
+        accs.append(100.0 * int((p == yd).sum()) / len(yd))
         losses.append(float(F.cross_entropy(lg.float(), yd)))
         preds.append(p.cpu())
     return EvalResult(np.array(accs), np.array(losses), torch.stack(preds), y.cpu())

@@ -168,7 +168,7 @@ class ParamSpec:
         lead = vector.shape[:-1]
         out = {}
         for n, s, sl in zip(self.names, self.shapes, self.slices().values()):
-            out[n] = vector[..., sl].reshape(*lead, *s)
+            out[n] = vector[..., sl].reshape(tuple(lead) + s)
         return out
 
     def load_into(self, model: nn.Module, vector: torch.Tensor, check: bool = True) -> nn.Module:

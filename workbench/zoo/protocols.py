@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,20 @@ def _rows(cfg: ZooConfig, ids: list[int], tr, te, extra: list[dict[str, Any]]) -
          **extra[k]}
         for k, i in enumerate(ids)
     ]
+
+
+_FAULT_COUNT = {"n": 0}
+
+
+def _fault_point(name: str) -> None:
+    """Crash on purpose when ``WORKBENCH_FAULT=<name>:<k>`` (the k-th time): lets tests kill a run at the worst
+    moment — a shard committed but the trajectory state not yet saved — deterministically."""
+    spec = os.environ.get("WORKBENCH_FAULT", "")
+    if not spec.startswith(name + ":"):
+        return
+    _FAULT_COUNT["n"] += 1
+    if _FAULT_COUNT["n"] >= int(spec.split(":", 1)[1]):
+        os._exit(17)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -144,6 +159,7 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
             te = evaluator(vecs, data.x_test, data.y_test)
             extra = [{"seed": cfg.seed, "step": s} for s in pending_steps]
             store.add_shard(_rows(cfg, pending_ids, tr, te, extra), vecs)
+            _fault_point("after_shard")
             state = {f"param.{n}": p.detach().clone() for n, p in zip(trainable_suffix, params)}
             for i, p in enumerate(params):
                 buf = opt.state.get(p, {}).get("momentum_buffer")

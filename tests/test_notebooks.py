@@ -1,0 +1,50 @@
+"""Every notebook executed with the ci preset (papermill), re-executed by nbval (checked cells must give the
+same rounded tables), and its recorded metrics checked against golden bands."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from workbench.report import execute_notebook, notebook_paths
+
+# Golden bands for the ci preset (seeded runs; bands absorb BLAS/thread-order noise).
+GOLDEN = {
+    "01_zoo_collection": {
+        ("mlp_dense", "test_acc_mean"): (89.0, 93.0),
+        ("mlp_dense", "members"): (50, 50),
+        ("mlp_seeds", "test_acc_mean"): (85.0, 92.0),
+        ("mlp_seeds", "median_l2"): (8.0, 15.0),
+        ("resnet_bn", "test_acc_mean"): (25.0, 50.0),
+        ("resnet_bn_lowlr", "median_l2"): (0.005, 0.2),
+    },
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", notebook_paths(), ids=lambda p: p.stem)
+def test_notebook(nb, tmp_path):
+    run_dir = tmp_path / "run"
+    out = tmp_path / nb.name
+    execute_notebook(nb, out, {"preset": "ci", "seed": 0, "device": "cpu", "run_dir": str(run_dir)})
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics" / f"{nb.stem}.json").read_text())
+    for (group, key), (lo, hi) in GOLDEN.get(nb.stem, {}).items():
+        value = metrics[group][key]
+        assert lo <= value <= hi, f"{nb.stem}: {group}.{key} = {value} outside the golden band [{lo}, {hi}]"
+
+
+def test_every_notebook_is_thin_and_parameterised():
+    import nbformat
+
+    for nb in notebook_paths():
+        cells = [c for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code"]
+        assert "parameters" in cells[0].metadata.get("tags", []), nb.name
+        names = [line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line]
+        assert {"preset", "seed", "device", "run_dir"} <= set(names), nb.name
+        assert all("#" in line for line in cells[0].source.splitlines() if line.strip()), "comment every parameter"
+        for c in cells:
+            assert not any(line.lstrip().startswith(("def ", "class ")) for line in c.source.splitlines()), nb.name
