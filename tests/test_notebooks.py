@@ -19,6 +19,16 @@ GOLDEN = {
         ("resnet_bn", "test_acc_mean"): (25.0, 50.0),
         ("resnet_bn_lowlr", "median_l2"): (0.005, 0.2),
     },
+    "02_generator_training": {
+        ("mlp_dense", "reconstruction_acc_mean"): (89.5, 92.5),
+        ("mlp_dense", "original_acc_mean"): (89.5, 92.5),
+    },
+    "03_sampling_and_evaluation": {
+        ("mlp_dense", "original", "mean"): (89.5, 92.5),
+        ("mlp_dense", "generated (ddim-50)", "mean"): (89.0, 92.5),
+        ("mlp_dense", "generated (ddim-50)", "within_1pt"): (0.75, 1.0),
+        ("mlp_dense", "gaussian (per position)", "mean"): (89.0, 92.5),
+    },
 }
 
 
@@ -32,9 +42,11 @@ def test_notebook(nb, tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics" / f"{nb.stem}.json").read_text())
-    for (group, key), (lo, hi) in GOLDEN.get(nb.stem, {}).items():
-        value = metrics[group][key]
-        assert lo <= value <= hi, f"{nb.stem}: {group}.{key} = {value} outside the golden band [{lo}, {hi}]"
+    for path, (lo, hi) in GOLDEN.get(nb.stem, {}).items():
+        value = metrics
+        for k in path:
+            value = value[k]
+        assert lo <= value <= hi, f"{nb.stem}: {'.'.join(path)} = {value} outside the golden band [{lo}, {hi}]"
 
 
 def test_every_notebook_is_thin_and_parameterised():

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 
 __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
-           "pairwise_distance_summary"]
+           "pairwise_distance_summary", "loss_curves", "accuracy_histogram"]
 
 
 def setup_notebook() -> None:
@@ -74,3 +74,28 @@ def distance_table(zoos: Mapping[str, "object"], decimals: int = 5) -> pd.DataFr
     """Exact pairwise L2 distance summary (median, min, max) for each zoo."""
     rows = {k: pairwise_distance_summary(z.vectors()) for k, z in zoos.items()}
     return pd.DataFrame(rows).T.round(decimals)
+
+
+def loss_curves(histories: Mapping[str, pd.DataFrame], title: str = "Training loss",
+                decimals: int = 4) -> tuple[go.Figure, pd.DataFrame]:
+    """Loss against step for several training runs (log scale), and first/last loss per run."""
+    fig = go.Figure()
+    rows = []
+    for name, h in histories.items():
+        fig.add_trace(go.Scatter(x=h["step"], y=h["loss"], mode="lines", name=name))
+        rows.append({"run": name, "steps": int(h["step"].iloc[-1]), "first_loss": float(h["loss"].iloc[0]),
+                     "last_loss": float(h["loss"].iloc[-1]),
+                     "mean_last_10pct": float(h["loss"].iloc[-max(1, len(h) // 10):].mean())})
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", yaxis_type="log", height=380)
+    return fig, pd.DataFrame(rows).set_index("run").round(decimals)
+
+
+def accuracy_histogram(accuracies: Mapping[str, np.ndarray], title: str = "Test accuracy",
+                       decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Overlaid histograms of accuracy per method, with the same summary table as accuracy_distribution."""
+    fig = go.Figure()
+    for name, acc in accuracies.items():
+        fig.add_trace(go.Histogram(x=np.asarray(acc, dtype=float), name=name, opacity=0.6, nbinsx=40))
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="accuracy (%)", yaxis_title="models", height=400)
+    _, table = accuracy_distribution(accuracies, decimals=decimals)
+    return fig, table

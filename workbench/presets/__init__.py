@@ -23,6 +23,19 @@ class Preset:
     bench: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def generator_settings(self, name: str) -> dict[str, Any]:
+        """The preset's settings of one generator (``zoos`` it is fitted on, ``config`` overrides)."""
+        gens = self.raw.get("generators", {})
+        if name not in gens:
+            raise KeyError(f"preset {self.name!r} configures no generator {name!r}; it has {sorted(gens)}")
+        return gens[name]
+
+    def pdiff_config(self):
+        """The p-diff configuration of this preset."""
+        from ..generators.pdiff import PDiffConfig
+
+        return PDiffConfig.from_dict(self.generator_settings("pdiff").get("config", {}))
+
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""
         if key not in self.zoos:

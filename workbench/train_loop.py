@@ -1,0 +1,129 @@
+"""The shared training loop of the generators: seeded, resumable from its own checkpoint (safetensors + JSON),
+progress bar, loss history written beside the weights, optional EMA.
+
+Every step draws its randomness (minibatch, noise, timesteps) from a generator seeded by ``(seed, step)``, so a
+resumed run continues exactly as an uninterrupted one would."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .atomic_io import atomic_path, load_tensor_metadata, load_tensors, save_tensors
+from .diffusion import EMA
+
+__all__ = ["LoopConfig", "train_module", "step_generator"]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Optimisation settings of one generator stage (AdamW)."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float | None = None
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view."""
+        return asdict(self)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one training step."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+def _save(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, step: int, cfg: LoopConfig,
+          history: list[dict]) -> None:
+    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.shadow.state_dict().items()})
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    save_tensors(path, tensors, metadata={"step": str(step), "config": json.dumps(cfg.to_dict())})
+    hist = path.with_name(path.stem + "_history.csv")
+    with atomic_path(hist) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def _restore(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None) -> tuple[int, list[dict]]:
+    tensors = load_tensors(path)
+    step = int(load_tensor_metadata(path)["step"])
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None and any(k.startswith("ema.") for k in tensors):
+        ema.shadow.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    hist_path = path.with_name(path.stem + "_history.csv")
+    history = pd.read_csv(hist_path).to_dict("records") if hist_path.exists() else []
+    return step, [h for h in history if h["step"] <= step]
+
+
+def train_module(
+    module: nn.Module,
+    loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict]],
+    cfg: LoopConfig,
+    *,
+    directory: str | Path | None = None,
+    name: str = "model",
+    progress: bool = True,
+    desc: str | None = None,
+) -> tuple[pd.DataFrame, EMA | None]:
+    """Optimise ``module`` with AdamW on ``loss_fn(generator) -> (loss, logs)`` for ``cfg.steps`` steps.
+
+    With ``directory``, a checkpoint ``<name>.safetensors`` is written every ``checkpoint_every`` steps and at the
+    end; calling again resumes from it (or returns at once when it is complete). Returns the loss history and the
+    EMA (if any), whose shadow module holds the averaged weights.
+    """
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
+    start, history = 0, []
+    path = Path(directory) / f"{name}.safetensors" if directory is not None else None
+    if path is not None and path.exists():
+        saved_cfg = json.loads(load_tensor_metadata(path).get("config", "{}"))
+        if saved_cfg != json.loads(json.dumps(cfg.to_dict())):
+            raise ValueError(f"{path} was trained with a different configuration; delete it to retrain")
+        start, history = _restore(path, module, opt, ema)
+    module.train()
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc or name, disable=not progress, leave=False)
+    for step in range(start, cfg.steps):
+        loss, logs = loss_fn(step_generator(cfg.seed, step))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning rate "
+                                     "or check the inputs for NaN")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        opt.step()
+        if ema is not None:
+            ema.update(module)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            history.append({"step": step + 1, "loss": float(loss.detach()), **logs})
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        bar.update(1)
+        if path is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            _save(path, module, opt, ema, step + 1, cfg, history)
+    bar.close()
+    module.eval()
+    return pd.DataFrame(history), ema
