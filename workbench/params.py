@@ -255,9 +255,13 @@ class Normaliser:
 
 
 def _safe_std(x: torch.Tensor, dim: int | tuple[int, ...], eps: float) -> torch.Tensor:
-    # Positions that never vary get std 1 so they map to 0 and back to their mean exactly.
-    std = x.std(dim=dim, unbiased=False, keepdim=False) if x.shape[0] > 1 else torch.ones_like(x[0])
-    return torch.where(std > eps, std, torch.ones_like(std))
+    # Positions that never vary (e.g. weights of a dead ReLU unit) still map to 0 and back to their mean exactly,
+    # but their std is set to the median std of the varying positions, not to 1: a generator's error on them then
+    # stays on the zoo's own scale instead of being blown up to unit size in weight space.
+    std = x.std(dim=dim, unbiased=False, keepdim=False) if x.shape[0] > 1 else torch.zeros_like(x[0])
+    varying = std > eps
+    fill = std[varying].median() if varying.any() else torch.tensor(1.0, dtype=std.dtype)
+    return torch.where(varying, std, fill)
 
 
 class IdentityNormaliser(Normaliser):

@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import torch
 
 __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
-           "pairwise_distance_summary", "loss_curves", "accuracy_histogram"]
+           "pairwise_distance_summary", "loss_curves", "accuracy_histogram", "novelty_plane", "embedding_scatter",
+           "trajectory_plot", "interpolation_curves"]
 
 
 def setup_notebook() -> None:
@@ -99,3 +100,68 @@ def accuracy_histogram(accuracies: Mapping[str, np.ndarray], title: str = "Test 
     fig.update_layout(barmode="overlay", title=title, xaxis_title="accuracy (%)", yaxis_title="models", height=400)
     _, table = accuracy_distribution(accuracies, decimals=decimals)
     return fig, table
+
+
+def novelty_plane(frame: pd.DataFrame, x: str = "max_iou_to_original", threshold: float | None = None,
+                  title: str | None = None, decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Accuracy against novelty (max IoU to the nearest original, or L2 to it) for every method's models."""
+    fig = go.Figure()
+    for method, g in frame.groupby("method", sort=False):
+        fig.add_trace(go.Scatter(x=g[x], y=g["accuracy"], mode="markers", name=method, marker_size=5, opacity=0.7))
+    if threshold is not None and x == "max_iou_to_original":
+        fig.add_vline(x=threshold, line_dash="dash", annotation_text="novelty threshold")
+    label = "max IoU of wrong predictions to the nearest original" if x == "max_iou_to_original" \
+        else "L2 distance to the nearest original"
+    fig.update_layout(title=title or f"Accuracy vs novelty ({'IoU' if 'iou' in x else 'L2'})",
+                      xaxis_title=label + " (← more novel)" if "iou" in x else label + " (more novel →)",
+                      yaxis_title="test accuracy (%)", height=450)
+    table = frame.groupby("method", sort=False).agg(n=("accuracy", "size"), accuracy_mean=("accuracy", "mean"),
+                                                    novelty_median=(x, "median"), novelty_min=(x, "min"),
+                                                    novelty_max=(x, "max"))
+    return fig, table.round(decimals)
+
+
+def embedding_scatter(frame: pd.DataFrame, title: str, decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Scatter of a 2-D embedding coloured by group; the table gives each group's centroid and spread."""
+    fig = go.Figure()
+    for group, g in frame.groupby("group", sort=False):
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="markers", name=str(group), marker_size=5, opacity=0.75))
+    fig.update_layout(title=title, height=450, xaxis_title="dim 1", yaxis_title="dim 2")
+    table = frame.groupby("group", sort=False).agg(n=("x", "size"), x_mean=("x", "mean"), y_mean=("y", "mean"),
+                                                   x_std=("x", "std"), y_std=("y", "std"))
+    return fig, table.round(decimals)
+
+
+def trajectory_plot(coords: pd.DataFrame, original_xy: np.ndarray, title: str = "Diffusion trajectories",
+                    decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Trajectories (columns seed, step, x, y) over the originals' mean ± std band in the same projection."""
+    fig = go.Figure()
+    mx, my = original_xy.mean(0)
+    sx, sy = original_xy.std(0)
+    fig.add_shape(type="rect", x0=mx - sx, x1=mx + sx, y0=my - sy, y1=my + sy, fillcolor="lightgrey", opacity=0.4,
+                  line_width=0)
+    fig.add_trace(go.Scatter(x=original_xy[:, 0], y=original_xy[:, 1], mode="markers", name="originals",
+                             marker=dict(size=4, color="grey")))
+    rows = []
+    for seed, g in coords.groupby("seed"):
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="lines+markers", name=f"seed {seed}", marker_size=3))
+        last = g.iloc[-1]
+        rows.append({"seed": seed, "start_dist_to_mean": float(np.hypot(g["x"].iloc[0] - mx, g["y"].iloc[0] - my)),
+                     "end_dist_to_mean": float(np.hypot(last["x"] - mx, last["y"] - my)),
+                     "ends_inside_1std": bool(abs(last["x"] - mx) <= sx and abs(last["y"] - my) <= sy)})
+    fig.update_layout(title=title + " (grey box: originals' mean ± std)", height=450, xaxis_title="PC 1",
+                      yaxis_title="PC 2")
+    return fig, pd.DataFrame(rows).set_index("seed").round(decimals)
+
+
+def interpolation_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "Interpolation",
+                         decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Accuracy along λ for several interpolations (name → (lambdas, accuracies))."""
+    fig = go.Figure()
+    table = {}
+    for name, (lam, acc) in curves.items():
+        fig.add_trace(go.Scatter(x=lam, y=acc, mode="lines+markers", name=name))
+        table[name] = acc
+    fig.update_layout(title=title, xaxis_title="λ", yaxis_title="test accuracy (%)", height=400)
+    lam = next(iter(curves.values()))[0]
+    return fig, pd.DataFrame(table, index=pd.Index(np.round(lam, 3), name="λ")).round(decimals)
