@@ -29,6 +29,12 @@ GOLDEN = {
         ("mlp_dense", "generated (ddim-50)", "within_1pt"): (0.75, 1.0),
         ("mlp_dense", "gaussian (per position)", "mean"): (89.0, 92.5),
     },
+    "04_memorization_analysis": {
+        ("mlp_dense", "iou", "original", "iou_within"): (0.8, 1.0),
+        ("mlp_dense", "iou", "generated", "max_iou_to_original_median"): (0.85, 1.0),
+        ("mlp_dense", "novelty_matched_accuracy", "generated"): (88.0, 92.5),
+        ("mlp_dense", "l2_nearest_median", "original"): (1e-4, 0.05),
+    },
 }
 
 

@@ -11,7 +11,13 @@ import torch
 
 from .evaluate import EvalResult
 
+def median(t: torch.Tensor) -> float:
+    """The median as numpy/pandas define it (the mean of the two middle values for even counts)."""
+    return float(np.median(t.detach().double().cpu().numpy()))
+
+
 __all__ = [
+    "median",
     "wrong_iou",
     "max_iou_to",
     "iou_summary",
@@ -26,6 +32,7 @@ __all__ = [
     "memorisation_analysis",
     "MemorisationResult",
     "reading",
+    "interpolation_accuracy",
 ]
 
 
@@ -73,13 +80,13 @@ def iou_summary(original: EvalResult, others: Mapping[str, EvalResult]) -> pd.Da
     nn_o = max_iou_to(original, original, exclude_self=True)
     rows.append({"set": "original", "n": len(original), "iou_within": _offdiag_mean(within_o),
                  "iou_to_originals_mean": _offdiag_mean(within_o),
-                 "max_iou_to_original_median": float(nn_o.median()), "max_iou_to_original_mean": float(nn_o.mean())})
+                 "max_iou_to_original_median": median(nn_o), "max_iou_to_original_mean": float(nn_o.mean())})
     for name, res in others.items():
         cross = wrong_iou(res, original)
         nn = cross.max(1).values
         rows.append({"set": name, "n": len(res), "iou_within": _offdiag_mean(wrong_iou(res, res)),
                      "iou_to_originals_mean": float(cross.mean()),
-                     "max_iou_to_original_median": float(nn.median()), "max_iou_to_original_mean": float(nn.mean())})
+                     "max_iou_to_original_median": median(nn), "max_iou_to_original_mean": float(nn.mean())})
     return pd.DataFrame(rows).set_index("set")
 
 
@@ -232,13 +239,34 @@ def memorisation_analysis(zoo, generator, *, n_samples: int = 100, steps: int = 
     l2_rows = {}
     for k in ("generated", "noise", "gaussian", "finetuned"):
         d, _ = nearest_neighbours(sets[k], orig)
-        l2_rows[k] = float(d.median())
+        l2_rows[k] = median(d)
     d_oo, _ = nearest_neighbours(orig, orig, exclude_self=True)
-    l2_rows["original"] = float(d_oo.median())
+    l2_rows["original"] = median(d_oo)
     cos_gen, _ = nearest_neighbours(generated, orig, metric="cosine")
     return MemorisationResult(sets=sets, test=test, original_test=orig_test, iou=iou, frame=frame, matched=matched,
-                              threshold=thr, l2_nearest_median=l2_rows, cosine_generated_median=float(cos_gen.median()),
+                              threshold=thr, l2_nearest_median=l2_rows, cosine_generated_median=median(cos_gen),
                               soup_accuracy=float(test["soup"].accuracy[0]), evaluator=ev)
+
+
+def _iou_sentence(gen: float, orig: float, tol: float = 0.005) -> str:
+    if gen > orig + tol:
+        return ("The generated models are closer to the zoo than its members are to one another: they behave like "
+                "copies or interpolations of training checkpoints.")
+    if gen < orig - tol:
+        return "The generated models are more distinct from the zoo than its members are from one another."
+    if orig > 1 - tol:
+        return ("Both are at IoU ≈ 1: every member makes the same mistakes as its neighbour, so prediction-space IoU "
+                "cannot tell a copy from a new model on this zoo.")
+    return "The generated models are as close to the zoo as its members are to one another (neither copies nor new)."
+
+
+def interpolation_accuracy(evaluator, data, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
+                           generator=None) -> dict[str, np.ndarray]:
+    """Test accuracy along linear interpolation in weight space (and in latent space with a generator)."""
+    out = {"weights": evaluator(interpolate_weights(v1, v2, lambdas), data.x_test, data.y_test).accuracy}
+    if generator is not None:
+        out["latent"] = evaluator(interpolate_latent(generator, v1, v2, lambdas), data.x_test, data.y_test).accuracy
+    return out
 
 
 def reading(result: MemorisationResult) -> str:
@@ -249,10 +277,7 @@ def reading(result: MemorisationResult) -> str:
     lines = [
         f"Generated models' median max-IoU to the nearest original is {g['max_iou_to_original_median']:.3f}; "
         f"an original's median max-IoU to its nearest *other* original is {o['max_iou_to_original_median']:.3f}. "
-        + ("The generated models are closer to the zoo than its members are to one another: they behave like "
-           "copies or interpolations of training checkpoints."
-           if g["max_iou_to_original_median"] > o["max_iou_to_original_median"]
-           else "The generated models are at least as distinct from the zoo as its members are from one another."),
+        + _iou_sentence(g["max_iou_to_original_median"], o["max_iou_to_original_median"]),
         f"In weight space the median L2 distance to the nearest original is {result.l2_nearest_median['generated']:.4g} "
         f"for generated models vs {result.l2_nearest_median['original']:.4g} between originals.",
     ]

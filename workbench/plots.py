@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from .analysis import median
+
 __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
            "pairwise_distance_summary", "loss_curves", "accuracy_histogram", "novelty_plane", "embedding_scatter",
            "trajectory_plot", "interpolation_curves"]
@@ -68,7 +70,7 @@ def pairwise_distance_summary(vectors: torch.Tensor) -> dict[str, float]:
     d = torch.cdist(v, v, compute_mode="donot_use_mm_for_euclid_dist")
     iu = torch.triu_indices(len(v), len(v), 1)
     vals = d[iu[0], iu[1]]
-    return {"median_l2": float(vals.median()), "min_l2": float(vals.min()), "max_l2": float(vals.max())}
+    return {"median_l2": median(vals), "min_l2": float(vals.min()), "max_l2": float(vals.max())}
 
 
 def distance_table(zoos: Mapping[str, "object"], decimals: int = 5) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SamplingApp"]
+__all__ = ["SamplingApp", "InterpolationApp"]
 
 
 class SamplingApp:
@@ -54,6 +54,62 @@ class SamplingApp:
         import ipywidgets as w
 
         return w.VBox([w.HBox([self.n, self.sampler]), w.HBox([self.steps, self.seed]), self.button, self.out])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())
+
+
+class InterpolationApp:
+    """A λ slider between two models, in weight space or in the autoencoder's latent space: shows the interpolated
+    model's test accuracy and its predictions on the first test examples."""
+
+    def __init__(self, zoo: Any, v1: Any, v2: Any, *, generator: Any = None, evaluator: Any = None,
+                 n_examples: int = 12) -> None:
+        import ipywidgets as w
+
+        from .evaluate import MemberEvaluator
+
+        self.zoo, self.v1, self.v2, self.generator = zoo, v1, v2, generator
+        self.data = zoo.data()
+        self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test)
+        self.n_examples = n_examples
+        self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ")
+        modes = ["weights"] + (["latent"] if generator is not None else [])
+        self.mode = w.ToggleButtons(options=modes, value="weights", description="space")
+        self.out = w.Output()
+        self.lam.observe(lambda _c: self.run(), names="value")
+        self.mode.observe(lambda _c: self.run(), names="value")
+        self.table: pd.DataFrame | None = None
+        self.accuracy: float | None = None
+
+    def run(self) -> pd.DataFrame:
+        """Interpolate at the current λ, evaluate, redraw; returns the predictions table."""
+        from IPython.display import clear_output, display
+
+        from .analysis import interpolate_latent, interpolate_weights
+
+        if self.mode.value == "latent":
+            v = interpolate_latent(self.generator, self.v1, self.v2, [self.lam.value])
+        else:
+            v = interpolate_weights(self.v1, self.v2, [self.lam.value])
+        res = self.evaluator(v, self.data.x_test, self.data.y_test)
+        self.accuracy = float(res.accuracy[0])
+        k = self.n_examples
+        self.table = pd.DataFrame({"label": res.targets[:k].numpy(), "prediction": res.predictions[0, :k].numpy()})
+        self.table["correct"] = self.table["label"] == self.table["prediction"]
+        with self.out:
+            clear_output(wait=True)
+            print(f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy {self.accuracy:.2f} %")
+            display(self.table.T)
+        return self.table
+
+    def widget(self) -> Any:
+        """The assembled app."""
+        import ipywidgets as w
+
+        return w.VBox([w.HBox([self.lam, self.mode]), self.out])
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
