@@ -312,16 +312,14 @@ class PositionNormaliser(Normaliser):
         return {"kind": self.kind, "eps": self.eps}
 
 
-class LayerNormaliser(Normaliser):
+class LayerNormaliser(PositionNormaliser):
     """z-score each tensor of the spec with one mean/std (keeps relative structure inside a layer)."""
 
     kind = "layer"
 
     def __init__(self, layer_ids: torch.Tensor, eps: float = 1e-12) -> None:
+        super().__init__(eps)
         self.layer_ids = torch.as_tensor(layer_ids).long()
-        self.eps = eps
-        self.mean: torch.Tensor | None = None
-        self.std: torch.Tensor | None = None
 
     def fit(self, x, groups=None):
         check_finite(x, "the zoo matrix")
@@ -336,13 +334,8 @@ class LayerNormaliser(Normaliser):
         self.mean, self.std = means[self.layer_ids], stds[self.layer_ids]
         return self
 
-    _stats = PositionNormaliser._stats
-
     def state(self):
         return {"mean": self.mean, "std": self.std, "layer_ids": self.layer_ids}
-
-    def config(self):
-        return {"kind": self.kind, "eps": self.eps}
 
 
 class TaskNormaliser(Normaliser):
