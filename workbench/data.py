@@ -116,15 +116,19 @@ def _finish(
     if image_size is not None:
         x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
     if standardise:
-        # Scalar statistics keep every pixel on the same scale; computed on train only (no test leak).
-        mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        x_train, x_test = _standardise(x_train, x_test)
     info = DatasetInfo(
         name=name, input_shape=tuple(x_train.shape[1:]), num_classes=len(class_names),
         class_names=class_names, n_train=len(tr), n_test=len(te), source=source, seed=seed,
         extra=extra or {},
     )
     return TaskData(x_train.contiguous(), y[tr], x_test.contiguous(), y[te], info)
+
+
+def _standardise(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Scalar statistics keep every pixel on the same scale; computed on train only (no test leak).
+    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+    return (x_train - mean) / std, (x_test - mean) / std
 
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -263,11 +267,10 @@ def _torchvision(name: str, seed: int, test_fraction: float, image_size: int | N
     x_train, x_test = x[:n_tr], x[n_tr:]
     if image_size is not None:
         x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
-    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+    x_train, x_test = _standardise(x_train, x_test)
     info = DatasetInfo(name=name, input_shape=tuple(x_train.shape[1:]), num_classes=len(class_names),
                        class_names=class_names, n_train=n_tr, n_test=len(yte), source=src, seed=seed)
-    return TaskData(((x_train - mean) / std).contiguous(), y[:n_tr].long(),
-                    ((x_test - mean) / std).contiguous(), y[n_tr:].long(), info)
+    return TaskData(x_train.contiguous(), y[:n_tr].long(), x_test.contiguous(), y[n_tr:].long(), info)
 
 
 _OFFLINE: dict[str, Callable[..., TaskData]] = {

@@ -66,9 +66,10 @@ def parameter_spread(zoo: "object", decimals: int = 6) -> tuple[go.Figure, pd.Da
 
 def pairwise_distance_summary(vectors: torch.Tensor) -> dict[str, float]:
     """Median and min exact L2 distance between members (float64, no matmul shortcut)."""
-    v = vectors.double()
-    d = torch.cdist(v, v, compute_mode="donot_use_mm_for_euclid_dist")
-    iu = torch.triu_indices(len(v), len(v), 1)
+    from .analysis import pairwise_distances
+
+    d = pairwise_distances(vectors, vectors)
+    iu = torch.triu_indices(len(d), len(d), 1)
     vals = d[iu[0], iu[1]]
     return {"median_l2": median(vals), "min_l2": float(vals.min()), "max_l2": float(vals.max())}
 

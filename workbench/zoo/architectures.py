@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,7 +172,3 @@ def count_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-def arch_to_json(cfg: ArchConfig, path: str | Path) -> None:
-    """Write the config as JSON (used beside weights)."""
-    Path(path).write_text(json.dumps(cfg.to_dict(), indent=2))
