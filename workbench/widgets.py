@@ -30,10 +30,8 @@ class SamplingApp:
         self.table: pd.DataFrame | None = None
         self.figure = None
 
-    def run(self) -> pd.DataFrame:
-        """Sample with the current settings, evaluate, redraw; returns the summary table."""
-        from IPython.display import clear_output, display
-
+    def compute(self) -> pd.DataFrame:
+        """Sample with the current settings and evaluate; sets ``figure`` and ``table`` (draws nothing)."""
         from .plots import accuracy_distribution
 
         vectors = self.generator.sample(self.n.value, sampler=self.sampler.value, steps=self.steps.value,
@@ -43,6 +41,16 @@ class SamplingApp:
         self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies().values,
                                                          label: res.accuracy},
                                                         title=f"{self.zoo.config.name}: seed {self.seed.value}")
+        return self.table
+
+    def run(self) -> pd.DataFrame:
+        """The button's callback: compute, then redraw inside the widget's output area.
+
+        Headless runs (papermill, tests in a kernel) should call :meth:`compute`: output captured into an
+        ``ipywidgets.Output`` without a frontend has stalled nbclient here."""
+        from IPython.display import clear_output, display
+
+        self.compute()
         with self.out:
             clear_output(wait=True)
             display(self.figure)
@@ -84,10 +92,8 @@ class InterpolationApp:
         self.table: pd.DataFrame | None = None
         self.accuracy: float | None = None
 
-    def run(self) -> pd.DataFrame:
-        """Interpolate at the current λ, evaluate, redraw; returns the predictions table."""
-        from IPython.display import clear_output, display
-
+    def compute(self) -> pd.DataFrame:
+        """Interpolate at the current λ and evaluate; sets ``accuracy`` and ``table`` (draws nothing)."""
         from .analysis import interpolate_latent, interpolate_weights
 
         if self.mode.value == "latent":
@@ -99,6 +105,13 @@ class InterpolationApp:
         k = self.n_examples
         self.table = pd.DataFrame({"label": res.targets[:k].numpy(), "prediction": res.predictions[0, :k].numpy()})
         self.table["correct"] = self.table["label"] == self.table["prediction"]
+        return self.table
+
+    def run(self) -> pd.DataFrame:
+        """The slider's callback: compute, then redraw inside the widget's output area (see SamplingApp.run)."""
+        from IPython.display import clear_output, display
+
+        self.compute()
         with self.out:
             clear_output(wait=True)
             print(f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy {self.accuracy:.2f} %")
