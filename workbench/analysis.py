@@ -214,7 +214,7 @@ def memorisation_analysis(zoo, generator, *, n_samples: int = 100, steps: int = 
                           noise_sigma: float = 0.05, finetune_steps: int = 10, threshold: float | None = None
                           ) -> MemorisationResult:
     """Sample, build every baseline, evaluate, and measure novelty in prediction space (IoU) and weight space (L2)."""
-    from .baselines import finetuned, noise_added, per_position_gaussian, soup
+    from .baselines import finetuned_members, noise_added, per_position_gaussian, soup
     from .evaluate import MemberEvaluator
 
     data = zoo.data()
@@ -222,13 +222,11 @@ def memorisation_analysis(zoo, generator, *, n_samples: int = 100, steps: int = 
     orig = zoo.vectors()
     generated = generator.sample(n_samples, sampler="ddim", steps=steps, seed=seed)
     pick = torch.linspace(0, len(orig) - 1, min(len(orig), n_samples)).round().long()
-    lr = zoo.config.checkpoint_lr if zoo.config.protocol != "seeds" else zoo.config.train.lr
     sets = {
         "generated": generated,
         "noise": noise_added(orig[pick], zoo.spec, noise_sigma, seed=seed),
         "gaussian": per_position_gaussian(orig, n_samples, seed=seed),
-        "finetuned": finetuned(orig[pick], zoo.model(), zoo.spec, data.x_train, data.y_train, steps=finetune_steps,
-                               lr=lr, seed=seed, frozen_eval=zoo.config.protocol == "dense_subset"),
+        "finetuned": finetuned_members(zoo, orig[pick], steps=finetune_steps, seed=seed),
         "soup": soup(orig),
     }
     test = {k: ev(v, data.x_test, data.y_test) for k, v in sets.items()}

@@ -13,7 +13,7 @@ from .evaluate import split_model
 from .params import ParamSpec
 from .zoo.training import batch_schedule
 
-__all__ = ["soup", "noise_added", "per_position_gaussian", "finetuned"]
+__all__ = ["soup", "noise_added", "per_position_gaussian", "finetuned", "finetuned_members"]
 
 
 def soup(vectors: torch.Tensor) -> torch.Tensor:
@@ -72,3 +72,12 @@ def finetuned(vectors: torch.Tensor, model: nn.Module, spec: ParamSpec, x: torch
         sd = suffix.state_dict()
         out.append(torch.cat([sd[name_map[n]].detach().reshape(-1).float() for n in spec.names]))
     return torch.stack(out)
+
+
+def finetuned_members(zoo, vectors: torch.Tensor, *, steps: int = 10, seed: int = 0) -> torch.Tensor:
+    """The fine-tuned baseline for a zoo: its own learning rate (the checkpoint phase's for dense protocols), and
+    BatchNorm frozen exactly when the zoo's protocol froze it."""
+    data = zoo.data()
+    lr = zoo.config.checkpoint_lr if zoo.config.protocol != "seeds" else zoo.config.train.lr
+    return finetuned(vectors, zoo.model(), zoo.spec, data.x_train, data.y_train, steps=steps, lr=lr, seed=seed,
+                     frozen_eval=zoo.config.protocol == "dense_subset")

@@ -268,7 +268,7 @@ def evaluation_table(zoo, generated: dict[str, torch.Tensor], *, baselines: bool
     """Rows: original, each generated set, and (optionally) soup, noise σ, per-position Gaussian, fine-tuned.
 
     Returns the table (accuracies in percent) and, per method, the (train, test) results for later analysis."""
-    from .baselines import finetuned, noise_added, per_position_gaussian, soup
+    from .baselines import finetuned_members, noise_added, per_position_gaussian, soup
 
     data = zoo.data()
     orig = zoo.vectors()
@@ -282,10 +282,7 @@ def evaluation_table(zoo, generated: dict[str, torch.Tensor], *, baselines: bool
         sets["gaussian (per position)"] = per_position_gaussian(orig, gaussian_n or n_gen, seed=seed)
         k = finetune_n or min(len(orig), 50)
         pick = torch.linspace(0, len(orig) - 1, k).round().long()
-        lr = zoo.config.checkpoint_lr if zoo.config.protocol != "seeds" else zoo.config.train.lr
-        sets["fine-tuned"] = finetuned(orig[pick], zoo.model(), zoo.spec, data.x_train, data.y_train,
-                                       steps=finetune_steps, lr=lr, seed=seed,
-                                       frozen_eval=zoo.config.protocol == "dense_subset")
+        sets["fine-tuned"] = finetuned_members(zoo, orig[pick], steps=finetune_steps, seed=seed)
     results = {name: (ev(v, data.x_train, data.y_train), ev(v, data.x_test, data.y_test)) for name, v in sets.items()}
     original_mean = float(results["original"][1].accuracy.mean())
     rows = [method_row(name, tr, te, original_mean) for name, (tr, te) in results.items()]
