@@ -28,6 +28,9 @@ GOLDEN = {
         ("mlp_dense", "generated (ddim-50)", "mean"): (89.0, 92.5),
         ("mlp_dense", "generated (ddim-50)", "within_1pt"): (0.75, 1.0),
         ("mlp_dense", "gaussian (per position)", "mean"): (89.0, 92.5),
+        ("seeds", "soup (unaligned)", "mean"): (0.0, 20.0),
+        ("seeds", "soup (aligned)", "mean"): (70.0, 95.0),
+        ("seeds", "original", "mean"): (86.0, 91.0),
     },
     "04_memorization_analysis": {
         ("mlp_dense", "iou", "original", "iou_within"): (0.8, 1.0),

@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from .params import ParamSpec
 
-__all__ = ["PermutationSpec", "permutation_spec", "apply_permutation", "weight_matching", "align_vectors"]
+__all__ = ["PermutationSpec", "permutation_spec", "apply_permutation", "weight_matching", "align_vectors",
+           "ZooAlignment", "align_zoo"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +136,58 @@ def align_vectors(vectors: torch.Tensor, spec: ParamSpec, model: nn.Module, *, r
         out.append(torch.cat([aligned[n].reshape(-1) for n in spec.names]))
         all_perms.append(perms)
     return torch.stack(out), all_perms
+
+
+@dataclass(frozen=True)
+class ZooAlignment:
+    """How a zoo was aligned: the reference member and every member's permutations (saved with a generator)."""
+
+    reference: int
+    perms: list[dict[str, torch.Tensor]]
+
+    def save(self, directory, name: str = "alignment") -> None:
+        """Permutation indices as int64 safetensors (no pickle)."""
+        from pathlib import Path
+
+        from .atomic_io import save_tensors
+
+        tensors = {f"{i}/{g}": p for i, perms in enumerate(self.perms) for g, p in perms.items()}
+        save_tensors(Path(directory) / f"{name}.safetensors", tensors,
+                     metadata={"reference": str(self.reference), "n_members": str(len(self.perms))})
+
+    @classmethod
+    def load(cls, directory, name: str = "alignment") -> "ZooAlignment":
+        """Inverse of :meth:`save`."""
+        from pathlib import Path
+
+        from safetensors import safe_open
+
+        path = Path(directory) / f"{name}.safetensors"
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            n = int(meta.get("n_members", 0))
+            perms: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
+            for key in f.keys():
+                i, g = key.split("/", 1)
+                perms[int(i)][g] = f.get_tensor(key)
+        return cls(int(meta.get("reference", 0)), perms)
+
+    def apply(self, vectors: torch.Tensor, spec: ParamSpec, model: nn.Module) -> torch.Tensor:
+        """Re-apply the stored permutations to the same members (no matching)."""
+        if len(vectors) != len(self.perms):
+            raise ValueError(f"the alignment holds {len(self.perms)} members but {len(vectors)} vectors were given")
+        ps = permutation_spec(model)
+        rows = []
+        for v, perms in zip(vectors, self.perms):
+            p = apply_permutation(ps, perms, spec.unflatten(v))
+            rows.append(torch.cat([p[n].reshape(-1) for n in spec.names]))
+        return torch.stack(rows)
+
+
+def align_zoo(vectors: torch.Tensor, spec: ParamSpec, model: nn.Module, *, reference: int = 0,
+              max_iter: int = 100, seed: int = 0) -> tuple[torch.Tensor, ZooAlignment]:
+    """:func:`align_vectors` returning a :class:`ZooAlignment` record."""
+    if not 0 <= reference < len(vectors):
+        raise ValueError(f"reference member {reference} is outside the zoo (0..{len(vectors) - 1})")
+    aligned, perms = align_vectors(vectors, spec, model, reference=reference, max_iter=max_iter, seed=seed)
+    return aligned, ZooAlignment(reference, perms)

@@ -7,6 +7,7 @@ in latent space, decodes, and un-normalises: the vectors come back ready for ``P
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,7 +18,10 @@ import torch
 
 from ..atomic_io import atomic_write_json, load_tensors, read_json, save_tensors
 from ..diffusion import NoiseSchedule, SamplerState, ScheduleConfig, diffusion_loss, make_sampler
+from ..alignment import ZooAlignment, align_zoo
 from ..nn.autoencoder import AEConfig, ParamAutoencoder
+from ..nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
+from ..nn.pca import PCAAutoencoder
 from ..nn.unet1d import UNet1D, UNetConfig
 from ..params import Normaliser, PositionNormaliser, check_finite, load_normaliser, make_normaliser
 from ..train_loop import LoopConfig, train_module
@@ -43,10 +47,23 @@ class PDiffConfig:
     ae_train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1500, batch_size=64, lr=1e-3))
     diffusion_train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, batch_size=64, lr=1e-3,
                                                                            ema_decay=0.995))
+    # Entire models from independent seeds (the p-diff defaults above stay for dense-checkpoint zoos):
+    align: str = "none"              # "weight_matching": permute every member onto `align_reference` first
+    align_reference: int = 0
+    autoencoder: str = "conv"        # "pca": closed-form linear AE (whitened coefficients), exact on the zoo
+    pca_components: int = 0          # 0: all N - 1
+    denoiser: str = "unet"           # "mlp": residual MLP, for latents without positional structure (PCA)
+    mlp_hidden: int = 512
+    mlp_depth: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_channels", tuple(self.ae_channels))
         object.__setattr__(self, "unet_mults", tuple(self.unet_mults))
+        for name, value, allowed in (("align", self.align, ("none", "weight_matching")),
+                                     ("autoencoder", self.autoencoder, ("conv", "pca")),
+                                     ("denoiser", self.denoiser, ("unet", "mlp"))):
+            if value not in allowed:
+                raise ValueError(f"p-diff config {name}={value!r}: use one of {allowed}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view."""
@@ -75,9 +92,25 @@ class PDiffConfig:
                         variational=self.variational, beta=self.beta)
 
     def unet_config(self, cond_dim: int = 0) -> UNetConfig:
-        """The latent denoiser."""
+        """The latent UNet denoiser."""
         return UNetConfig(in_channels=self.latent_channels, base_channels=self.unet_channels,
                           channel_mults=self.unet_mults, cond_dim=cond_dim)
+
+    def build_autoencoder(self, in_dim: int, n_members: int) -> torch.nn.Module:
+        """The (untrained) autoencoder for vectors of length ``in_dim`` from a zoo of ``n_members``."""
+        if self.autoencoder == "pca":
+            return PCAAutoencoder(in_dim, self.pca_components or n_members - 1)
+        return ParamAutoencoder(self.ae_config(in_dim))
+
+    def build_denoiser(self, latent_shape: tuple[int, ...], cond_dim: int = 0) -> torch.nn.Module:
+        """The (untrained) latent denoiser."""
+        if self.denoiser == "mlp":
+            return MLPDenoiser(MLPDenoiserConfig(in_features=int(math.prod(latent_shape)), hidden=self.mlp_hidden,
+                                                 depth=self.mlp_depth, cond_dim=cond_dim))
+        if latent_shape[0] != self.latent_channels:
+            raise ValueError(f"the UNet denoiser expects {self.latent_channels} latent channels, the autoencoder "
+                             f"gives {latent_shape[0]}: use denoiser='mlp' with autoencoder='pca'")
+        return UNet1D(self.unet_config(cond_dim))
 
 
 class PDiff:
@@ -94,31 +127,57 @@ class PDiff:
         self.history: dict[str, pd.DataFrame] = {}
         self.seconds: dict[str, float] = {}
         self.in_dim: int | None = None
+        self.n_members: int | None = None
+        self.alignment: ZooAlignment | None = None
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, zoo_or_vectors: Any, spec: Any = None, *, run_dir: str | Path | None = None,
-            progress: bool = True) -> "PDiff":
-        """Train the autoencoder, then the latent diffusion model; resumes stages found in ``run_dir``."""
-        vectors = zoo_or_vectors.vectors() if hasattr(zoo_or_vectors, "vectors") else torch.as_tensor(zoo_or_vectors)
+    def fit(self, zoo_or_vectors: Any, spec: Any = None, *, model: torch.nn.Module | None = None,
+            run_dir: str | Path | None = None, progress: bool = True) -> "PDiff":
+        """Train the autoencoder, then the latent diffusion model; resumes stages found in ``run_dir``.
+
+        With ``align='weight_matching'`` the members are first permuted onto the reference member (``model`` — or
+        the zoo's — gives the architecture); generated vectors then live in that member's frame."""
+        is_zoo = hasattr(zoo_or_vectors, "vectors")
+        vectors = zoo_or_vectors.vectors() if is_zoo else torch.as_tensor(zoo_or_vectors)
+        spec = spec if spec is not None else (zoo_or_vectors.spec if is_zoo else None)
         if vectors.ndim != 2 or len(vectors) < 2:
             raise ValueError(f"p-diff needs an (N >= 2, P) matrix of member vectors, got {tuple(vectors.shape)}")
         if spec is not None and vectors.shape[1] != spec.numel:
             raise ValueError(f"vectors have length {vectors.shape[1]} but the spec has {spec.numel} parameters")
         check_finite(vectors, "the zoo vectors")
+        vectors = self.align(vectors, spec, model if model is not None else
+                             (zoo_or_vectors.model() if is_zoo else None))
         self.fit_autoencoder(vectors, run_dir=run_dir, progress=progress)
         self.fit_diffusion(run_dir=run_dir, progress=progress, vectors=vectors)
         return self
+
+    def align(self, vectors: torch.Tensor, spec: Any, model: torch.nn.Module | None) -> torch.Tensor:
+        """The representation step before normalising: permutation alignment if configured (else identity)."""
+        if self.config.align == "none":
+            return vectors
+        if spec is None or model is None:
+            raise ValueError("align='weight_matching' needs the ParamSpec and a model of the architecture: "
+                             "fit(zoo) or fit(vectors, spec, model=...)")
+        t0 = time.perf_counter()
+        aligned, self.alignment = align_zoo(vectors, spec, model, reference=self.config.align_reference)
+        self.seconds["alignment"] = time.perf_counter() - t0
+        return aligned
 
     def fit_autoencoder(self, vectors: torch.Tensor, *, run_dir: str | Path | None = None, progress: bool = True,
                         input_noise: float | None = None, latent_noise: float | None = None) -> pd.DataFrame:
         """Stage 1: fit the normaliser and the noise-augmented autoencoder."""
         cfg = self.config
         t0 = time.perf_counter()
-        self.in_dim = vectors.shape[1]
+        self.in_dim, self.n_members = vectors.shape[1], len(vectors)
         self.normaliser = make_normaliser(cfg.normaliser).fit(vectors)
         x = self.normaliser.transform(vectors).to(self.device)
         torch.manual_seed(cfg.ae_train.seed)
-        self.ae = ParamAutoencoder(cfg.ae_config(self.in_dim)).to(self.device)
+        self.ae = cfg.build_autoencoder(self.in_dim, len(vectors)).to(self.device)
+        if cfg.autoencoder == "pca":  # closed form: nothing to train
+            self.ae.fit(x)
+            self.seconds["autoencoder"] = time.perf_counter() - t0
+            self.history["autoencoder"] = pd.DataFrame(columns=["step", "loss"])
+            return self.history["autoencoder"]
         bs = min(cfg.ae_train.batch_size, len(x))
 
         def loss_fn(g: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -155,7 +214,7 @@ class PDiff:
         self.latent_norm = PositionNormaliser().fit(lat.reshape(len(lat), -1))
         z = self.latent_norm.transform(lat.reshape(len(lat), -1)).reshape(lat.shape).to(self.device)
         torch.manual_seed(cfg.diffusion_train.seed)
-        self.unet = UNet1D(cfg.unet_config(cond_dim)).to(self.device)
+        self.unet = cfg.build_denoiser(self.latent_shape, cond_dim).to(self.device)
         bs = min(cfg.diffusion_train.batch_size, len(z))
 
         def loss_fn(g: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -206,7 +265,10 @@ class PDiff:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_json(d / "pdiff.json", {"config": self.config.to_dict(), "in_dim": self.in_dim,
                                              "latent_shape": list(self.latent_shape),
+                                             "n_members": self.n_members,
                                              "cond_dim": self.unet.cfg.cond_dim, "seconds": self.seconds})
+        if self.alignment is not None:
+            self.alignment.save(d)
         self.normaliser.save(d, "normaliser")
         self.latent_norm.save(d, "latent_normaliser")
         save_tensors(d / "autoencoder_weights.safetensors", self.ae.state_dict())
@@ -225,9 +287,12 @@ class PDiff:
         self.latent_shape = tuple(meta["latent_shape"])
         self.normaliser = load_normaliser(d, "normaliser")
         self.latent_norm = load_normaliser(d, "latent_normaliser")
-        self.ae = ParamAutoencoder(self.config.ae_config(self.in_dim)).to(self.device)
+        self.n_members = meta.get("n_members")
+        self.ae = self.config.build_autoencoder(self.in_dim, int(self.n_members or 2)).to(self.device)
         self.ae.load_state_dict(load_tensors(d / "autoencoder_weights.safetensors"))
-        self.unet = UNet1D(self.config.unet_config(int(meta.get("cond_dim", 0)))).to(self.device)
+        self.unet = self.config.build_denoiser(self.latent_shape, int(meta.get("cond_dim", 0))).to(self.device)
+        if (d / "alignment.safetensors").exists():
+            self.alignment = ZooAlignment.load(d)
         self.unet.load_state_dict(load_tensors(d / "denoiser_weights.safetensors"))
         self.denoiser = self.unet.eval()
         self.ae.eval()
@@ -245,6 +310,6 @@ def fit_or_load(zoo, config: PDiffConfig, directory: str | Path, *, progress: bo
     if (d / "pdiff.json").exists() and read_json(d / "pdiff.json")["config"] == config.to_dict() \
             and (d / "denoiser_weights.safetensors").exists():
         return PDiff.load(d)
-    gen = PDiff(config).fit(zoo, zoo.spec, run_dir=d / "checkpoints", progress=progress)
+    gen = PDiff(config).fit(zoo, zoo.spec, model=zoo.model(), run_dir=d / "checkpoints", progress=progress)
     gen.save(d)
     return gen

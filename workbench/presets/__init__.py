@@ -30,11 +30,11 @@ class Preset:
             raise KeyError(f"preset {self.name!r} configures no generator {name!r}; it has {sorted(gens)}")
         return gens[name]
 
-    def pdiff_config(self):
-        """The p-diff configuration of this preset."""
+    def pdiff_config(self, generator: str = "pdiff"):
+        """The p-diff configuration of one of this preset's generators ("pdiff", "seeds")."""
         from ..generators.pdiff import PDiffConfig
 
-        return PDiffConfig.from_dict(self.generator_settings("pdiff").get("config", {}))
+        return PDiffConfig.from_dict(self.generator_settings(generator).get("config", {}))
 
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""

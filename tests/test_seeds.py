@@ -1,0 +1,99 @@
+"""Entire models from independent seeds: PCA latent, MLP denoiser, alignment stored with the generator, and the
+before/after-alignment evaluation on the ci seeds zoo (golden bands)."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workbench.alignment import ZooAlignment, align_zoo
+from workbench.generators.pdiff import PDiff, PDiffConfig
+from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
+from workbench.nn.pca import PCAAutoencoder
+from workbench.presets import load_preset
+from workbench.seeds import seeds_evaluation
+from workbench.zoo import collect
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(3, 12), p=st.integers(2, 40), seed=st.integers(0, 1000))
+def test_pca_latent_reconstructs_the_zoo_exactly(n, p, seed):
+    x = torch.randn(n, p, generator=torch.Generator().manual_seed(seed)) * 3 + 1
+    k = min(n - 1, p)
+    ae = PCAAutoencoder(p, k).fit(x)
+    z = ae.encode(x)
+    assert z.shape == (n, 1, k)
+    torch.testing.assert_close(ae.decode(z), x, atol=1e-4, rtol=1e-4)
+    if k < p or n - 1 <= p:  # whitened: unit variance per coefficient (rank-full directions)
+        torch.testing.assert_close(z[:, 0].var(0), torch.ones(k), atol=1e-3, rtol=1e-3)
+
+
+def test_pca_refuses_more_components_than_members():
+    with pytest.raises(ValueError, match="span at most 4"):
+        PCAAutoencoder(10, 5).fit(torch.randn(5, 10))
+
+
+def test_mlp_denoiser_shapes_and_condition():
+    net = MLPDenoiser(MLPDenoiserConfig(in_features=12, hidden=32, depth=2, cond_dim=3))
+    x, t = torch.randn(4, 1, 12), torch.randint(0, 1000, (4,))
+    assert net(x, t, torch.randn(4, 3)).shape == x.shape
+    with pytest.raises(ValueError, match="conditional"):
+        net(x, t)
+
+
+def test_config_names_are_checked():
+    with pytest.raises(ValueError, match="align="):
+        PDiffConfig(align="git-rebasin")
+    with pytest.raises(ValueError, match="autoencoder="):
+        PDiffConfig(autoencoder="vae")
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    p = load_preset("ci")
+    zoo = collect(p.zoo("mlp_seeds"), root / "zoo", progress=False)
+    cfg = p.pdiff_config("seeds")
+    aligned = PDiff(cfg).fit(zoo, progress=False)
+    unaligned = PDiff(replace(cfg, align="none")).fit(zoo, progress=False)
+    samples = {"aligned": aligned.sample(16, sampler="ddpm", seed=0),
+               "unaligned": unaligned.sample(16, sampler="ddpm", seed=0)}
+    return zoo, aligned, samples, seeds_evaluation(zoo, samples, seed=0), root
+
+
+def test_alignment_is_stored_with_the_generator(seeds_run, tmp_path):
+    zoo, gen, samples, _, _ = seeds_run
+    assert isinstance(gen.alignment, ZooAlignment) and len(gen.alignment.perms) == len(zoo)
+    gen.save(tmp_path)
+    back = PDiff.load(tmp_path)
+    assert back.alignment.reference == gen.alignment.reference
+    for a, b in zip(back.alignment.perms, gen.alignment.perms):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.testing.assert_close(back.sample(16, sampler="ddpm", seed=0), samples["aligned"])
+    # the stored permutations reproduce the aligned zoo, and the zoo reconstructs exactly through the PCA latent
+    aligned, _ = align_zoo(zoo.vectors(), zoo.spec, zoo.model())
+    torch.testing.assert_close(back.alignment.apply(zoo.vectors(), zoo.spec, zoo.model()), aligned)
+    torch.testing.assert_close(back.reconstruct(aligned), aligned, atol=1e-4, rtol=1e-4)
+
+
+def test_alignment_needs_the_architecture(seeds_run):
+    zoo = seeds_run[0]
+    cfg = PDiffConfig.from_dict(load_preset("ci").generator_settings("seeds")["config"])
+    with pytest.raises(ValueError, match="model of the architecture"):
+        PDiff(cfg).fit(zoo.vectors(), progress=False)
+
+
+def test_golden_seeds_ci(seeds_run):
+    """Bands around the ci run (16 seeds, 5 epochs): alignment must lift the soup and the generator."""
+    _, _, _, res, _ = seeds_run
+    t, nov, bar = res.table, res.novelty, res.barriers
+    assert 86.0 <= t.loc["original", "mean"] <= 91.0
+    assert t.loc["soup (unaligned)", "mean"] < 20 < 70 < t.loc["soup (aligned)", "mean"]
+    assert t.loc["generated (aligned)", "mean"] > t.loc["generated (unaligned)", "mean"] + 5
+    assert t.loc["generated (aligned)", "mean"] > t.loc["gaussian (aligned)", "mean"] + 10
+    assert (bar["barrier_aligned"] < bar["barrier_unaligned"]).mean() >= 0.75
+    # an original is its own nearest neighbour only with exclude_self off: the originals' row excludes it
+    assert nov.loc["original", "max_iou_to_original_median"] < 1.0
+    assert set(res.curves["frame"]) == {"unaligned", "aligned"}
