@@ -3,7 +3,7 @@ numbers, rounded, so that nbval can check them and a reader can quote them."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -168,3 +168,24 @@ def interpolation_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ti
     fig.update_layout(title=title, xaxis_title="λ", yaxis_title="test accuracy (%)", height=400)
     lam = next(iter(curves.values()))[0]
     return fig, pd.DataFrame(table, index=pd.Index(np.round(lam, 3), name="λ")).round(decimals)
+
+
+def task_bars(table: pd.DataFrame, columns: Sequence[str], title: str = "Accuracy per task",
+              decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Grouped bars of several accuracy columns per task (rows of ``table``)."""
+    fig = go.Figure([go.Bar(name=c, x=list(table.index), y=table[c]) for c in columns])
+    fig.update_layout(barmode="group", title=title, yaxis_title="test accuracy (%)", height=420)
+    return fig, table[list(columns)].round(decimals)
+
+
+def distance_accuracy(frame: pd.DataFrame, title: str = "Distance to the nearest original vs accuracy",
+                      decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Scatter of L2 distance to the nearest original (x) against test accuracy (y), one trace per task."""
+    fig = go.Figure()
+    for task, g in frame.groupby("task", sort=False):
+        fig.add_trace(go.Scatter(x=g["l2_to_nearest_original"], y=g["accuracy"], mode="markers", name=str(task)))
+    fig.update_layout(title=title, xaxis_title="L2 distance to the nearest original of the task",
+                      yaxis_title="test accuracy (%)", height=450)
+    table = frame.groupby("task", sort=False).agg(n=("accuracy", "size"), l2_median=("l2_to_nearest_original", "median"),
+                                                 accuracy_mean=("accuracy", "mean"))
+    return fig, table.round(decimals)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SamplingApp", "InterpolationApp"]
+__all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp"]
 
 
 class SamplingApp:
@@ -123,6 +123,81 @@ class InterpolationApp:
         import ipywidgets as w
 
         return w.VBox([w.HBox([self.lam, self.mode]), self.out])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())
+
+
+class TaskPromptApp:
+    """Type a task description and two examples → generate LoRA weights → accuracy on a chosen task's test split
+    and a few predictions (Cond P-Diff). Choosing a task pre-fills its text; edit it freely."""
+
+    def __init__(self, generator: Any, zoo: Any, *, task: str | None = None, n: int = 8, n_examples: int = 10,
+                 evaluator: Any = None) -> None:
+        import ipywidgets as w
+
+        self.generator, self.zoo = generator, zoo
+        self.evaluator = evaluator or zoo.evaluator()
+        self.n_examples = n_examples
+        names = [t.name for t in zoo.tasks]
+        start = zoo.config.task_table()[task or names[0]]
+        self.task = w.Dropdown(options=names, value=start.name, description="evaluate on")
+        self.description = w.Text(value=start.description, description="task", layout=w.Layout(width="70%"))
+        self.example1 = w.Text(value=start.examples[0], description="example 1", layout=w.Layout(width="70%"))
+        self.example2 = w.Text(value=start.examples[1], description="example 2", layout=w.Layout(width="70%"))
+        self.n = w.IntSlider(value=n, min=1, max=64, description="models")
+        self.seed = w.IntText(value=0, description="seed")
+        self.button = w.Button(description="Generate and evaluate", button_style="primary")
+        self.out = w.Output()
+        self.task.observe(lambda _c: self._prefill(), names="value")
+        self.button.on_click(lambda _b: self.run())
+        self.table: pd.DataFrame | None = None
+        self.predictions: pd.DataFrame | None = None
+        self.nearest_seen: str | None = None
+
+    def _prefill(self) -> None:
+        t = self.zoo.config.task_table()[self.task.value]
+        self.description.value, self.example1.value, self.example2.value = t.description, *t.examples
+
+    def compute(self) -> pd.DataFrame:
+        """Generate from the current text and evaluate on the chosen task; sets ``table`` and ``predictions``."""
+        examples = [e for e in (self.example1.value, self.example2.value) if e.strip()]
+        vectors, self.nearest_seen = self.generator.sample_text(self.description.value, examples, n=self.n.value,
+                                                                seed=self.seed.value)
+        data = self.zoo.data(self.task.value)
+        res = self.evaluator(vectors, data.x_test, data.y_test)
+        orig = self.zoo.accuracies(self.task.value)
+        best = int(res.accuracy.argmax())
+        self.table = pd.DataFrame([
+            {"set": "generated", "models": len(res), "mean": res.accuracy.mean(), "best": res.accuracy.max(),
+             "min": res.accuracy.min()},
+            {"set": f"original ({self.task.value})", "models": len(orig), "mean": orig.mean(), "best": orig.max(),
+             "min": orig.min()}]).set_index("set")
+        k = self.n_examples
+        self.predictions = pd.DataFrame({"label": res.targets[:k].numpy(),
+                                         "prediction (best generated)": res.predictions[best, :k].numpy()})
+        return self.table
+
+    def run(self) -> pd.DataFrame:
+        """The button's callback: compute, then redraw inside the widget's output area (see SamplingApp.run)."""
+        from IPython.display import clear_output, display
+
+        self.compute()
+        with self.out:
+            clear_output(wait=True)
+            print(f"statistics of the nearest seen task: {self.nearest_seen}")
+            display(self.table.round(2))
+            display(self.predictions.T)
+        return self.table
+
+    def widget(self) -> Any:
+        """The assembled app."""
+        import ipywidgets as w
+
+        return w.VBox([self.task, self.description, self.example1, self.example2, w.HBox([self.n, self.seed]),
+                       self.button, self.out])
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

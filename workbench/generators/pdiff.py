@@ -91,10 +91,10 @@ class PDiffConfig:
                         fold=self.fold, input_noise=self.input_noise, latent_noise=self.latent_noise,
                         variational=self.variational, beta=self.beta)
 
-    def unet_config(self, cond_dim: int = 0) -> UNetConfig:
+    def unet_config(self, cond_dim: int = 0, cond_vocab: int = 0) -> UNetConfig:
         """The latent UNet denoiser."""
         return UNetConfig(in_channels=self.latent_channels, base_channels=self.unet_channels,
-                          channel_mults=self.unet_mults, cond_dim=cond_dim)
+                          channel_mults=self.unet_mults, cond_dim=cond_dim, cond_vocab=cond_vocab)
 
     def build_autoencoder(self, in_dim: int, n_members: int) -> torch.nn.Module:
         """The (untrained) autoencoder for vectors of length ``in_dim`` from a zoo of ``n_members``."""
@@ -102,15 +102,18 @@ class PDiffConfig:
             return PCAAutoencoder(in_dim, self.pca_components or n_members - 1)
         return ParamAutoencoder(self.ae_config(in_dim))
 
-    def build_denoiser(self, latent_shape: tuple[int, ...], cond_dim: int = 0) -> torch.nn.Module:
+    def build_denoiser(self, latent_shape: tuple[int, ...], cond_dim: int = 0, cond_vocab: int = 0
+                       ) -> torch.nn.Module:
         """The (untrained) latent denoiser."""
         if self.denoiser == "mlp":
+            if cond_vocab:
+                raise ValueError("a learnable condition table needs denoiser='unet'")
             return MLPDenoiser(MLPDenoiserConfig(in_features=int(math.prod(latent_shape)), hidden=self.mlp_hidden,
                                                  depth=self.mlp_depth, cond_dim=cond_dim))
         if latent_shape[0] != self.latent_channels:
             raise ValueError(f"the UNet denoiser expects {self.latent_channels} latent channels, the autoencoder "
                              f"gives {latent_shape[0]}: use denoiser='mlp' with autoencoder='pca'")
-        return UNet1D(self.unet_config(cond_dim))
+        return UNet1D(self.unet_config(cond_dim, cond_vocab))
 
 
 class PDiff:
@@ -129,6 +132,7 @@ class PDiff:
         self.in_dim: int | None = None
         self.n_members: int | None = None
         self.alignment: ZooAlignment | None = None
+        self.null_cond: torch.Tensor | None = None
 
     # -- fitting ---------------------------------------------------------------------------------------
     def fit(self, zoo_or_vectors: Any, spec: Any = None, *, model: torch.nn.Module | None = None,
@@ -164,13 +168,14 @@ class PDiff:
         return aligned
 
     def fit_autoencoder(self, vectors: torch.Tensor, *, run_dir: str | Path | None = None, progress: bool = True,
-                        input_noise: float | None = None, latent_noise: float | None = None) -> pd.DataFrame:
+                        input_noise: float | None = None, latent_noise: float | None = None,
+                        groups: torch.Tensor | None = None) -> pd.DataFrame:
         """Stage 1: fit the normaliser and the noise-augmented autoencoder."""
         cfg = self.config
         t0 = time.perf_counter()
         self.in_dim, self.n_members = vectors.shape[1], len(vectors)
-        self.normaliser = make_normaliser(cfg.normaliser).fit(vectors)
-        x = self.normaliser.transform(vectors).to(self.device)
+        self.normaliser = make_normaliser(cfg.normaliser).fit(vectors, groups)
+        x = self.normaliser.transform(vectors, groups).to(self.device)
         torch.manual_seed(cfg.ae_train.seed)
         self.ae = cfg.build_autoencoder(self.in_dim, len(vectors)).to(self.device)
         if cfg.autoencoder == "pca":  # closed form: nothing to train
@@ -190,36 +195,47 @@ class PDiff:
         self.seconds["autoencoder"] = time.perf_counter() - t0
         return hist
 
-    def encode(self, vectors: torch.Tensor) -> torch.Tensor:
+    def encode(self, vectors: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Un-normalised vectors → AE latents (B, C, L), before latent standardisation."""
         with torch.no_grad():
-            return self.ae.eval().encode(self.normaliser.transform(vectors).to(self.device))
+            return self.ae.eval().encode(self.normaliser.transform(vectors, groups).to(self.device))
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """AE latents → un-normalised vectors (float32, CPU)."""
+    def decode(self, latents: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """AE latents → un-normalised vectors (float32, CPU); ``groups`` picks task statistics when needed."""
         with torch.inference_mode():
-            return self.normaliser.inverse(self.ae.eval().decode(latents.to(self.device)).cpu())
+            return self.normaliser.inverse(self.ae.eval().decode(latents.to(self.device)).cpu(), groups)
 
-    def reconstruct(self, vectors: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, vectors: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Encode and decode (no noise): what the AE preserves of each member."""
-        return self.decode(self.encode(vectors))
+        return self.decode(self.encode(vectors, groups), groups)
 
     def fit_diffusion(self, *, vectors: torch.Tensor, run_dir: str | Path | None = None, progress: bool = True,
-                      cond: torch.Tensor | None = None, cond_dim: int = 0) -> pd.DataFrame:
-        """Stage 2: latent DDPM on standardised AE latents."""
+                      cond: torch.Tensor | None = None, cond_dim: int = 0, cond_vocab: int = 0,
+                      cond_dropout: float = 0.0, null_cond: torch.Tensor | None = None,
+                      groups: torch.Tensor | None = None) -> pd.DataFrame:
+        """Stage 2: latent DDPM on standardised AE latents.
+
+        With ``cond`` (one row per member) the denoiser is conditional; ``cond_dropout`` replaces that fraction of
+        conditions by ``null_cond`` during training so classifier-free guidance can be used when sampling."""
         cfg = self.config
         t0 = time.perf_counter()
-        lat = self.encode(vectors).cpu()
+        if cond_dropout and null_cond is None:
+            raise ValueError("condition dropout needs the null condition (null_cond=...)")
+        self.null_cond = null_cond
+        lat = self.encode(vectors, groups).cpu()
         self.latent_shape = tuple(lat.shape[1:])
         self.latent_norm = PositionNormaliser().fit(lat.reshape(len(lat), -1))
         z = self.latent_norm.transform(lat.reshape(len(lat), -1)).reshape(lat.shape).to(self.device)
         torch.manual_seed(cfg.diffusion_train.seed)
-        self.unet = cfg.build_denoiser(self.latent_shape, cond_dim).to(self.device)
+        self.unet = cfg.build_denoiser(self.latent_shape, cond_dim, cond_vocab).to(self.device)
         bs = min(cfg.diffusion_train.batch_size, len(z))
 
         def loss_fn(g: torch.Generator) -> tuple[torch.Tensor, dict]:
             idx = torch.randint(0, len(z), (bs,), generator=g)
             c = cond[idx].to(self.device) if cond is not None else None
+            if c is not None and cond_dropout:
+                drop = torch.rand(bs, generator=g) < cond_dropout
+                c = torch.where(drop.view(-1, *([1] * (c.ndim - 1))).to(self.device), null_cond.to(c), c)
             return diffusion_loss(self.unet, self.schedule, z[idx], cond=c, generator=g), {}
 
         hist, ema = train_module(self.unet, loss_fn, cfg.diffusion_train, directory=run_dir, name="diffusion",
@@ -244,18 +260,18 @@ class PDiff:
         yield from s.trajectory(self.denoiser, (n, *self.latent_shape), generator=g, device=self.device,
                                 cond=cond, **kw)
 
-    def latents_to_vectors(self, z: torch.Tensor) -> torch.Tensor:
+    def latents_to_vectors(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Standardised latents → un-normalised parameter vectors."""
         lat = self.latent_norm.inverse(z.reshape(len(z), -1).cpu()).reshape(len(z), *self.latent_shape)
-        return self.decode(lat)
+        return self.decode(lat, groups)
 
     def sample(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0,
-               cond: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
+               cond: torch.Tensor | None = None, groups: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
         """``n`` generated parameter vectors (n, P), un-normalised and ready for ``load_into``."""
         state = None
         for state in self.trajectory(n, sampler=sampler, steps=steps, eta=eta, seed=seed, cond=cond, **kw):
             pass
-        return self.latents_to_vectors(state.xt.clone())
+        return self.latents_to_vectors(state.xt.clone(), groups)
 
     # -- persistence ----------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -266,7 +282,11 @@ class PDiff:
         atomic_write_json(d / "pdiff.json", {"config": self.config.to_dict(), "in_dim": self.in_dim,
                                              "latent_shape": list(self.latent_shape),
                                              "n_members": self.n_members,
-                                             "cond_dim": self.unet.cfg.cond_dim, "seconds": self.seconds})
+                                             "cond_dim": self.unet.cfg.cond_dim,
+                                             "cond_vocab": getattr(self.unet.cfg, "cond_vocab", 0),
+                                             "seconds": self.seconds})
+        if getattr(self, "null_cond", None) is not None:
+            save_tensors(d / "null_condition.safetensors", {"null_cond": self.null_cond})
         if self.alignment is not None:
             self.alignment.save(d)
         self.normaliser.save(d, "normaliser")
@@ -290,7 +310,10 @@ class PDiff:
         self.n_members = meta.get("n_members")
         self.ae = self.config.build_autoencoder(self.in_dim, int(self.n_members or 2)).to(self.device)
         self.ae.load_state_dict(load_tensors(d / "autoencoder_weights.safetensors"))
-        self.unet = self.config.build_denoiser(self.latent_shape, int(meta.get("cond_dim", 0))).to(self.device)
+        self.unet = self.config.build_denoiser(self.latent_shape, int(meta.get("cond_dim", 0)),
+                                               int(meta.get("cond_vocab", 0))).to(self.device)
+        if (d / "null_condition.safetensors").exists():
+            self.null_cond = load_tensors(d / "null_condition.safetensors")["null_cond"]
         if (d / "alignment.safetensors").exists():
             self.alignment = ZooAlignment.load(d)
         self.unet.load_state_dict(load_tensors(d / "denoiser_weights.safetensors"))

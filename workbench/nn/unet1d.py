@@ -24,6 +24,7 @@ class UNetConfig:
     channel_mults: tuple[int, ...] = (1, 2, 2)
     time_dim: int = 128
     cond_dim: int = 0     # 0: unconditional
+    cond_vocab: int = 0   # > 0: cond is an integer id in 0..vocab (vocab = null) with a learnable embedding
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -75,6 +76,8 @@ class UNet1D(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(td, td * 2), nn.SiLU(), nn.Linear(td * 2, td))
         self.cond_mlp = (nn.Sequential(nn.Linear(cfg.cond_dim, td), nn.SiLU(), nn.Linear(td, td))
                          if cfg.cond_dim else None)
+        # a learnable table of task codes (Cond P-Diff's "learnable" condition); its last row is the null condition
+        self.cond_embed = nn.Embedding(cfg.cond_vocab + 1, cfg.cond_dim) if cfg.cond_vocab and cfg.cond_dim else None
         self.stem = nn.Conv1d(cfg.in_channels, c0, 3, padding=1)
         chans = [c0 * m for m in cfg.channel_mults]
         self.down = nn.ModuleList()
@@ -111,6 +114,8 @@ class UNet1D(nn.Module):
         if self.cond_mlp is not None:
             if cond is None:
                 raise ValueError("this UNet is conditional: pass cond=(B, cond_dim)")
+            if self.cond_embed is not None:
+                cond = self.cond_embed(cond.reshape(len(cond), -1)[:, 0].round().long())
             c_emb = self.cond_mlp(cond)
             emb = emb + c_emb
         h = self.stem(x)

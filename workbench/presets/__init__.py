@@ -36,6 +36,21 @@ class Preset:
 
         return PDiffConfig.from_dict(self.generator_settings(generator).get("config", {}))
 
+    def lora_zoo(self, key: str = "lora_digits"):
+        """One LoRA zoo config (Cond P-Diff) by key."""
+        from ..lora import LoRAZooConfig
+
+        zoos = self.raw.get("lora_zoos", {})
+        if key not in zoos:
+            raise KeyError(f"preset {self.name!r} has no LoRA zoo {key!r}; it has {sorted(zoos)}")
+        return LoRAZooConfig.from_dict(zoos[key])
+
+    def cond_config(self):
+        """The Cond P-Diff configuration of this preset."""
+        from ..generators.cond_pdiff import CondPDiffConfig
+
+        return CondPDiffConfig.from_dict(self.generator_settings("cond_pdiff").get("config", {}))
+
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""
         if key not in self.zoos:
