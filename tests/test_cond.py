@@ -97,7 +97,7 @@ def test_lora_members_are_real_models(lora_zoo):
 def cond_gen(lora_zoo, tmp_path_factory):
     cfg = CondPDiffConfig(pdiff=PDiffConfig(normaliser="task", autoencoder="pca", pca_components=16,
                                             latent_channels=1, unet_channels=16,
-                                            diffusion_train=LoopConfig(steps=150, batch_size=32, lr=2e-3)))
+                                            diffusion_train=LoopConfig(steps=400, batch_size=32, lr=2e-3)))
     cache = tmp_path_factory.mktemp("cache")
     return CondPDiff(cfg, cache_dir=cache).fit(lora_zoo, progress=False), cache
 

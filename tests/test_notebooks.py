@@ -32,6 +32,11 @@ GOLDEN = {
         ("seeds", "soup (aligned)", "mean"): (70.0, 95.0),
         ("seeds", "original", "mean"): (86.0, 91.0),
     },
+    "05_conditional_generation": {
+        ("summary", "seen_original_mean"): (78.0, 93.0),
+        ("summary", "seen_selected_by_train_mean"): (78.0, 94.0),
+        ("summary", "swap_generated_mean"): (20.0, 65.0),
+    },
     "04_memorization_analysis": {
         ("mlp_dense", "iou", "original", "iou_within"): (0.8, 1.0),
         ("mlp_dense", "iou", "generated", "max_iou_to_original_median"): (0.85, 1.0),

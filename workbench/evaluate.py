@@ -153,7 +153,9 @@ class MemberEvaluator:
     def logits(self, vectors: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """(m, n, C) logits of a chunk of member vectors on prefix features."""
         params = self.spec.unflatten(vectors.to(self.device))
-        batched = {self.name_map[n]: t.to(feats.dtype) for n, t in params.items()}
+        # parameters follow the input's float dtype; integer inputs (token ids) leave them as they are
+        dtype = feats.dtype if feats.is_floating_point() else None
+        batched = {self.name_map[n]: t.to(dtype) if dtype else t for n, t in params.items()}
         if self._use_vmap:
             try:
                 from torch.func import functional_call, vmap

@@ -220,11 +220,13 @@ def _adapted_tail(cfg: LoRAZooConfig, tail: nn.Module, name_map: dict[str, str])
 class LoRAZoo:
     """A collected LoRA zoo on disk: member vectors with task ids, per-member accuracies, cached features."""
 
+    config_class: Any = LoRAZooConfig
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not (self.root / "config.json").exists():
             raise FileNotFoundError(f"no LoRA zoo at {self.root}: run collect_lora_zoo(config, {str(self.root)!r})")
-        self.config = LoRAZooConfig.from_dict(read_json(self.root / "config.json"))
+        self.config = self.config_class.from_dict(read_json(self.root / "config.json"))
         self.manifest = pd.read_csv(self.root / "manifest.csv")
         self._tail: nn.Module | None = None
         self._features: dict[str, torch.Tensor] | None = None
@@ -280,21 +282,24 @@ class LoRAZoo:
             self._features = load_tensors(self.root / "features.safetensors")
         return self._features
 
-    def data(self, task: str | Task) -> TaskData:
-        """The task's train/test split, with backbone features as inputs."""
-        t = task if isinstance(task, Task) else self.config.task_table()[task]
+    def _splits(self, t: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self._feature_cache()
         ktr, ytr = t.relabel(f["y_train"])
         kte, yte = t.relabel(f["y_test"])
-        info = DatasetInfo(name=f"{self.config.dataset}:{t.name}", input_shape=tuple(f["x_train"].shape[1:]),
+        return f["x_train"][ktr], ytr, f["x_test"][kte], yte
+
+    def data(self, task: str | Task) -> TaskData:
+        """The task's train/test split (inputs: backbone features, or token ids for text zoos)."""
+        t = task if isinstance(task, Task) else self.config.task_table()[task]
+        xtr, ytr, xte, yte = self._splits(t)
+        info = DatasetInfo(name=f"{self.config.name}:{t.name}", input_shape=tuple(xtr.shape[1:]),
                            num_classes=len(t.classes), class_names=tuple(str(k) for k in range(len(t.classes))),
-                           n_train=int(ktr.sum()), n_test=int(kte.sum()), source="backbone features",
-                           seed=self.config.data_seed)
-        return TaskData(f["x_train"][ktr], ytr, f["x_test"][kte], yte, info)
+                           n_train=len(ytr), n_test=len(yte), source="LoRA zoo inputs", seed=self.config.seed)
+        return TaskData(xtr, ytr, xte, yte, info)
 
     def evaluator(self) -> MemberEvaluator:
-        """One evaluator for every task (the tail is shared; inputs are features)."""
-        return MemberEvaluator(self.model(), self.spec)
+        """One evaluator for every task (the tail is shared; inputs are features or token ids)."""
+        return MemberEvaluator(self.model(), self.spec, probe=self.data(self.tasks[0]).x_test[:4])
 
     def chance(self, task: str) -> float:
         """Majority-class accuracy (percent) on the task's test split."""
@@ -344,9 +349,8 @@ def _train_task(cfg: LoRAZooConfig, tail: nn.Module, spec: ParamSpec, task_idx: 
     return torch.stack(kept)
 
 
-def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True) -> LoRAZoo:
-    """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints."""
-    root = Path(root)
+def _start_zoo(root: Path, cfg: Any) -> None:
+    """Create the zoo directory, refusing to mix configurations (collection resumes only the same config)."""
     (root / "tasks").mkdir(parents=True, exist_ok=True)
     if (root / "config.json").exists():
         saved = read_json(root / "config.json")
@@ -354,11 +358,46 @@ def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = T
             raise ValueError(f"{root} holds a LoRA zoo with a different configuration; pick another directory "
                              "or delete it to recollect")
     atomic_write_json(root / "config.json", cfg.to_dict())
+
+
+def _collect_tasks(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec, splits, seconds: dict[str, float],
+                   progress: bool) -> None:
+    """Fine-tune every task not yet on disk (one atomic file per task), then write the manifest of test accuracies.
+
+    ``splits(task)`` gives (x_train, y_train, x_test, y_test) of a task."""
+    atomic_write_json(root / "spec.json", spec.to_dict())
+    rows = []
+    # the probe lets the evaluator check numerically that cutting the model into blocks is exact
+    evaluator = MemberEvaluator(model, spec, probe=splits(cfg.all_tasks()[0])[2][:4])
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, task in enumerate(tqdm(cfg.all_tasks(), desc="tasks", disable=not progress)):
+        path = root / "tasks" / f"{task.name}.safetensors"
+        xtr, ytr, xte, yte = splits(task)
+        if path.exists():  # resume: a task file is written atomically once its checkpoints are complete
+            vecs = load_tensors(path)["vectors"]
+        else:
+            model.load_state_dict(base_state)
+            t1 = time.perf_counter()
+            vecs = _train_task(cfg, model, spec, i, xtr, ytr, progress)
+            check_finite(vecs, f"the LoRA checkpoints of task {task.name!r}")
+            save_tensors(path, {"vectors": vecs}, metadata={"task": task.name})
+            seconds[task.name] = time.perf_counter() - t1
+        # test accuracy only: evaluating every checkpoint on the (larger) train split would dominate the cost
+        te = evaluator(vecs, xte, yte).accuracy
+        rows += [{"task": task.name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": b}
+                 for j, b in enumerate(te)]
+    atomic_write_text(root / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_json(root / "timings.json", seconds)
+
+
+def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True) -> LoRAZoo:
+    """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints."""
+    root = Path(root)
+    _start_zoo(root, cfg)
     t0 = time.perf_counter()
     prefix, tail, name_map = build_backbone(cfg)
     tail = _adapted_tail(cfg, tail, name_map)
     spec = ParamSpec.select(tail, ["re:lora_", f"re:^{_head_name(tail, cfg)}\\."])
-    atomic_write_json(root / "spec.json", spec.to_dict())
     if not (root / "features.safetensors").exists():
         data = load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train, n_test=cfg.n_test)
         feats = {"x_train": backbone_features(prefix, data.x_train, cfg.image_size, progress=progress),
@@ -367,28 +406,13 @@ def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = T
         save_tensors(root / "features.safetensors", feats)
     seconds = {"features": time.perf_counter() - t0}
     f = load_tensors(root / "features.safetensors")
-    rows = []
-    evaluator = MemberEvaluator(tail, spec)
-    base_state = {k: v.clone() for k, v in tail.state_dict().items()}
-    for i, task in enumerate(tqdm(cfg.all_tasks(), desc="tasks", disable=not progress)):
-        path = root / "tasks" / f"{task.name}.safetensors"
+
+    def splits(task: Task):
         ktr, ytr = task.relabel(f["y_train"])
         kte, yte = task.relabel(f["y_test"])
-        if path.exists():  # resume: a task file is written atomically once its checkpoints are complete
-            vecs = load_tensors(path)["vectors"]
-        else:
-            tail.load_state_dict(base_state)
-            t1 = time.perf_counter()
-            vecs = _train_task(cfg, tail, spec, i, f["x_train"][ktr], ytr, progress)
-            check_finite(vecs, f"the LoRA checkpoints of task {task.name!r}")
-            save_tensors(path, {"vectors": vecs}, metadata={"task": task.name})
-            seconds[task.name] = time.perf_counter() - t1
-        # test accuracy only: evaluating every checkpoint on the (4x larger) train split would dominate the cost
-        te = evaluator(vecs, f["x_test"][kte], yte).accuracy
-        rows += [{"task": task.name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": b}
-                 for j, b in enumerate(te)]
-    atomic_write_text(root / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_json(root / "timings.json", seconds)
+        return f["x_train"][ktr], ytr, f["x_test"][kte], yte
+
+    _collect_tasks(cfg, root, tail, spec, splits, seconds, progress)
     return LoRAZoo(root)
 
 
