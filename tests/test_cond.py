@@ -147,3 +147,17 @@ def test_learnable_condition_trains_a_table(lora_zoo):
 def test_lora_zoo_missing_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="collect_lora_zoo"):
         LoRAZoo(tmp_path)
+
+
+def test_task_prompt_widget_headless(lora_zoo, cond_gen):
+    from workbench.widgets import TaskPromptApp
+
+    gen, _ = cond_gen
+    app = TaskPromptApp(gen, lora_zoo, task="even", n=3)
+    table = app.run()  # the button's callback, outside a kernel
+    assert list(table.index) == ["generated", "original (even)"] and table.loc["generated", "models"] == 3
+    assert len(app.predictions) == app.n_examples and app.nearest_seen in gen.seen
+    app.task.value = "zero_or_six"  # choosing a task pre-fills its text
+    assert app.description.value == DIGIT_TASKS["zero_or_six"].description
+    app.description.value = "Is it a 0 or a 6? Say yes for a six."
+    assert app.compute().loc["original (zero_or_six)", "models"] == len(lora_zoo.accuracies("zero_or_six"))
