@@ -222,7 +222,7 @@ def bench_seeds(preset: str) -> dict[str, Any]:
     from dataclasses import replace
     from pathlib import Path
 
-    from .generators.pdiff import PDiff, PDiffConfig
+    from .generators.pdiff import PDiff
     from .seeds import seeds_evaluation
     from .zoo import collect
 

@@ -28,7 +28,7 @@ from .data import DatasetInfo, TaskData, load_dataset
 from .evaluate import MemberEvaluator, split_model
 from .params import ParamSpec, check_finite
 
-__all__ = ["Task", "DIGIT_TASKS", "LoRAZooConfig", "LoRAZoo", "collect_lora_zoo", "backbone_features"]
+__all__ = ["Task", "DIGIT_TASKS", "TaskZooConfig", "LoRAZooConfig", "LoRAZoo", "collect_lora_zoo", "backbone_features"]
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,38 @@ DIGIT_TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 
+class TaskZooConfig:
+    """What every LoRA zoo config shares: its tasks (seen, then unseen) and a JSON round trip."""
+
+    _tuple_fields: tuple[str, ...] = ("target_modules", "tasks", "unseen")
+
+    def task_table(self) -> dict[str, Task]:
+        """Every task this zoo can refer to."""
+        raise NotImplementedError
+
+    def all_tasks(self) -> list[Task]:
+        """Seen tasks, then unseen tasks."""
+        table = self.task_table()
+        return [table[t] for t in (*self.tasks, *self.unseen)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view."""
+        d = asdict(self)
+        for k in self._tuple_fields:
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class LoRAZooConfig:
+class LoRAZooConfig(TaskZooConfig):
     """A LoRA zoo: dataset, backbone, adapter, the seen and unseen tasks, and the fine-tuning schedule."""
 
     name: str = "lora_digits"
@@ -139,26 +169,6 @@ class LoRAZooConfig:
     def task_table(self) -> dict[str, Task]:
         """Every task this zoo can refer to."""
         return {**DIGIT_TASKS, **{k: Task.from_dict(v) for k, v in self.task_defs.items()}}
-
-    def all_tasks(self) -> list[Task]:
-        """Seen tasks, then unseen tasks."""
-        table = self.task_table()
-        return [table[t] for t in (*self.tasks, *self.unseen)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        d = asdict(self)
-        for k in ("target_modules", "tasks", "unseen"):
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoRAZooConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown LoRA zoo config keys {sorted(unknown)}")
-        return cls(**d)
 
 
 # -- backbone and features ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from .atomic_io import atomic_write_text, load_tensors, save_tensors
-from .lora import LoRAZoo, Task, _collect_tasks, _head_name, _start_zoo
+from .lora import LoRAZoo, Task, TaskZooConfig, _collect_tasks, _head_name, _start_zoo
 from .params import ParamSpec
 
 __all__ = ["GLUE_TASKS", "TextLoRAZooConfig", "TextLoRAZoo", "collect_text_lora_zoo", "export_glue", "read_jsonl_task"]
@@ -49,7 +49,7 @@ _GLUE_FIELDS = {"sst2": ("sentence", None), "rte": ("sentence1", "sentence2"), "
 
 
 @dataclass(frozen=True)
-class TextLoRAZooConfig:
+class TextLoRAZooConfig(TaskZooConfig):
     """A LoRA zoo over text classification tasks on a BERT-style model."""
 
     name: str = "lora_glue"
@@ -83,26 +83,6 @@ class TextLoRAZooConfig:
     def task_table(self) -> dict[str, Task]:
         """Every task this zoo can refer to."""
         return {k: Task.from_dict(v) for k, v in {**GLUE_TASKS, **self.task_defs}.items()}
-
-    def all_tasks(self) -> list[Task]:
-        """Seen tasks, then unseen tasks."""
-        table = self.task_table()
-        return [table[t] for t in (*self.tasks, *self.unseen)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        d = asdict(self)
-        for k in ("target_modules", "tasks", "unseen"):
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TextLoRAZooConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown text LoRA zoo config keys {sorted(unknown)}")
-        return cls(**d)
 
 
 def read_jsonl_task(path: str | Path) -> tuple[list[str], list[int]]:

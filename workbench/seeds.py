@@ -4,7 +4,7 @@ and what alignment buys (generated with/without alignment, soups and Gaussians b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ class SeedsResult:
 
 
 def interpolation_barriers(evaluator: MemberEvaluator, data, vectors: torch.Tensor, spec, model,
-                           pairs: list[tuple[int, int]], lambdas=np.linspace(0, 1, 11)
+                           pairs: list[tuple[int, int]], lambdas: Sequence[float] = tuple(np.linspace(0, 1, 11))
                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accuracy barrier, max over λ of [(1 − λ)·acc(θ_a) + λ·acc(θ_b) − acc((1 − λ)θ_a + λθ_b)], per pair, before
     and after permuting θ_b onto θ_a (weight matching, as Git Re-Basin measures it).

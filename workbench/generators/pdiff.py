@@ -16,9 +16,9 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
+from ..alignment import ZooAlignment, align_zoo
 from ..atomic_io import atomic_write_json, load_tensors, read_json, save_tensors
 from ..diffusion import NoiseSchedule, SamplerState, ScheduleConfig, diffusion_loss, make_sampler
-from ..alignment import ZooAlignment, align_zoo
 from ..nn.autoencoder import AEConfig, ParamAutoencoder
 from ..nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from ..nn.pca import PCAAutoencoder
