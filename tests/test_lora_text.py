@@ -107,3 +107,15 @@ def test_bad_task_files_are_named(tmp_path):
         read_jsonl_task(p)
     with pytest.raises(ValueError, match="unknown text tasks"):
         TextLoRAZooConfig(tasks=("not_a_task",))
+
+
+def test_glue_preset_names_what_is_missing(monkeypatch, tmp_path):
+    from workbench.lora_text import collect_text_lora_zoo
+    from workbench.presets import load_preset
+
+    monkeypatch.setenv("WORKBENCH_TEXT_MODEL", str(tmp_path / "no_model"))
+    monkeypatch.setenv("WORKBENCH_GLUE", str(tmp_path / "glue"))
+    cfg = load_preset("glue").text_lora_zoo("glue")
+    assert cfg.tasks == ("sst2", "rte", "mrpc", "cola") and cfg.model_path == str(tmp_path / "no_model")
+    with pytest.raises(FileNotFoundError, match="local HF model directory"):
+        collect_text_lora_zoo(cfg, tmp_path / "zoo", progress=False)

@@ -293,15 +293,18 @@ def bench_cond(preset: str) -> dict[str, Any]:
     from .lora import collect_lora_zoo
     from .report import REPO
 
+    from .lora_text import collect_text_lora_zoo
+
     p = load_preset(preset)
     settings = p.bench.get("cond", {})
-    zcfg = p.lora_zoo(settings.get("zoo", "lora_digits"))
+    text = "text_zoo" in settings  # the NLP setting (glue preset) or the image setting
+    zcfg = p.text_lora_zoo(settings["text_zoo"]) if text else p.lora_zoo(settings.get("zoo", "lora_digits"))
     n = int(settings.get("n_samples", 20))
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        zoo = collect_lora_zoo(zcfg, Path(tmp) / "zoo", progress=False)
+        zoo = (collect_text_lora_zoo if text else collect_lora_zoo)(zcfg, Path(tmp) / "zoo", progress=False)
         seconds["zoo"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         gen = CondPDiff(p.cond_config(), cache_dir=REPO / "runs" / "cache").fit(zoo, progress=False)

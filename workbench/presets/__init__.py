@@ -45,6 +45,20 @@ class Preset:
             raise KeyError(f"preset {self.name!r} has no LoRA zoo {key!r}; it has {sorted(zoos)}")
         return LoRAZooConfig.from_dict(zoos[key])
 
+    def text_lora_zoo(self, key: str = "glue"):
+        """One text LoRA zoo config (Cond P-Diff's NLP setting) by key; ``$VARS`` and ``~`` in paths are expanded."""
+        import os
+
+        from ..lora_text import TextLoRAZooConfig
+
+        zoos = self.raw.get("text_lora_zoos", {})
+        if key not in zoos:
+            raise KeyError(f"preset {self.name!r} has no text LoRA zoo {key!r}; it has {sorted(zoos)}")
+        d = dict(zoos[key])
+        for k in ("model_path", "data_dir"):
+            d[k] = os.path.expanduser(os.path.expandvars(d.get(k, "")))
+        return TextLoRAZooConfig.from_dict(d)
+
     def cond_config(self):
         """The Cond P-Diff configuration of this preset."""
         from ..generators.cond_pdiff import CondPDiffConfig
