@@ -49,3 +49,26 @@ def test_evaluating_vectors_needs_model_and_spec(mnist_small):
 
     with pytest.raises(ValueError, match="model=..., spec=..."):
         evaluate(torch.zeros(2, 5), mnist_small)
+
+
+def test_feature_cache_never_serves_stale_features():
+    """Regression: the prefix cache was keyed by data_ptr and shape only; a freed input's memory reused by a new
+    tensor of the same shape returned the old features (seen as one task of a LoRA zoo scoring at chance). Writing
+    new content into the same buffer reproduces that collision deterministically."""
+    import torch.nn as nn
+
+    from workbench.evaluate import MemberEvaluator
+    from workbench.params import ParamSpec
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    spec = ParamSpec.select(model, ["2.*"])
+    ev = MemberEvaluator(model, spec, probe=torch.randn(4, 16))
+    assert not isinstance(ev.prefix, nn.Identity)  # the first layer runs once and is cached
+    v = spec.flatten(model.state_dict())[None]
+    buf = torch.empty(256, 16)
+    for seed in range(5):
+        buf.copy_(torch.randn(256, 16, generator=torch.Generator().manual_seed(seed)))  # same pointer, same shape
+        with torch.no_grad():
+            y = model(buf).argmax(1)
+        assert ev(v, buf, y).accuracy[0] == 100.0, seed  # the model's own predictions: always 100 %

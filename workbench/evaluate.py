@@ -124,18 +124,28 @@ class MemberEvaluator:
             probe = probe[:4].to(self.device)
         self.prefix, self.suffix, self.name_map = split_model(self.model, spec.names, probe)
         self.memory_budget = memory_budget
-        self._cache: dict[tuple, torch.Tensor] = {}
+        # input → prefix features, keyed by pointer, shape *and* a content fingerprint: a freed input's memory reused by
+        # another tensor of the same shape (or an input changed in place) must not be served stale features
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._cache_size = 16
         self._use_vmap = True
         self._per_example: int | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Prefix output for ``x`` (computed once per input tensor)."""
-        key = (x.data_ptr(), tuple(x.shape), x.dtype)
-        if key not in self._cache:
-            with torch.no_grad():
-                outs = [self.prefix(c.to(self.device)) for c in x.split(2048)]
-            self._cache[key] = torch.cat(outs)
-        return self._cache[key]
+        flat = x.reshape(-1)
+        fingerprint = (float(flat.sum(dtype=torch.float64)), float(flat[::97].sum(dtype=torch.float64)),
+                       float(flat[-1]) if flat.numel() else 0.0)
+        key = (x.data_ptr(), tuple(x.shape), x.dtype, fingerprint)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        with torch.no_grad():
+            feats = torch.cat([self.prefix(c.to(self.device)) for c in x.split(2048)])
+        self._cache[key] = feats
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return feats
 
     def _activation_size(self, feats: torch.Tensor) -> int:
         """Largest per-example activation in the suffix (sets how many members run together)."""
