@@ -45,7 +45,8 @@ class Task:
 
     def text(self, with_examples: bool = True) -> str:
         """The condition text: the description, optionally followed by the two examples."""
-        return self.description + (" Examples: " + " ".join(self.examples) if with_examples else "")
+        examples = [e for e in self.examples if e.strip()] if with_examples else []
+        return self.description + (" Examples: " + " ".join(examples) if examples else "")
 
     def relabel(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask of kept examples, their task labels)."""

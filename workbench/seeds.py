@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .alignment import align_zoo
-from .analysis import interpolate_weights, max_iou_to, median
+from .analysis import interpolation_accuracy, max_iou_to, median
 from .baselines import per_position_gaussian, soup
 from .evaluate import EvalResult, MemberEvaluator, evaluation_table, method_row
 
@@ -42,7 +42,7 @@ def interpolation_barriers(evaluator: MemberEvaluator, data, vectors: torch.Tens
         row = {"pair": f"{a}–{b}"}
         matched, _ = align_zoo(vectors[[a, b]], spec, model, reference=0)
         for frame, (va, vb) in (("unaligned", (vectors[a], vectors[b])), ("aligned", (matched[0], matched[1]))):
-            acc = evaluator(interpolate_weights(va, vb, lambdas), data.x_test, data.y_test).accuracy
+            acc = interpolation_accuracy(evaluator, data, va, vb, lambdas)["weights"]
             lam = np.asarray(lambdas, dtype=float)
             row[f"barrier_{frame}"] = float(np.max((1 - lam) * acc[0] + lam * acc[-1] - acc))
             row[f"midpoint_{frame}"] = float(acc[len(acc) // 2])

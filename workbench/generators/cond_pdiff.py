@@ -167,9 +167,9 @@ class CondPDiff:
         """Vectors for a free-text task description (and examples); also returns the nearest seen task."""
         if not self.config.uses_text:
             raise ValueError("free-text sampling needs a text condition")
-        text = description if not examples or self.config.condition == "description" else \
-            description + " Examples: " + " ".join(examples)
-        cond = self.encoder.encode([text])
+        # the same text format as the training tasks' conditions
+        task = Task("free text", description, tuple(examples), ((0,), (1,)))
+        cond = self.encoder.encode([self.text_of(task)])
         near = self.nearest_seen(cond)[0]
         return self._sample(cond[0], near, n, seed=seed, sampler=sampler, steps=steps,
                             guidance_scale=guidance_scale), near

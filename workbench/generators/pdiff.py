@@ -285,7 +285,7 @@ class PDiff:
                                              "cond_dim": self.unet.cfg.cond_dim,
                                              "cond_vocab": getattr(self.unet.cfg, "cond_vocab", 0),
                                              "seconds": self.seconds})
-        if getattr(self, "null_cond", None) is not None:
+        if self.null_cond is not None:
             save_tensors(d / "null_condition.safetensors", {"null_cond": self.null_cond})
         if self.alignment is not None:
             self.alignment.save(d)
