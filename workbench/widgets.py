@@ -9,7 +9,42 @@ import pandas as pd
 __all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp"]
 
 
-class SamplingApp:
+class _App:
+    """What every app shares: ``compute()`` does the work and draws nothing; ``run()`` — the widget callback —
+    computes and then redraws inside the app's output area (``_draw``)."""
+
+    out: Any
+    table: pd.DataFrame | None
+
+    def compute(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _draw(self) -> None:
+        raise NotImplementedError
+
+    def widget(self) -> Any:
+        raise NotImplementedError
+
+    def run(self) -> pd.DataFrame:
+        """The widget's callback: compute, then redraw inside the widget's output area.
+
+        Headless runs (papermill, tests in a kernel) should call :meth:`compute`: output captured into an
+        ``ipywidgets.Output`` without a frontend has stalled nbclient here."""
+        from IPython.display import clear_output
+
+        self.compute()
+        with self.out:
+            clear_output(wait=True)
+            self._draw()
+        return self.table
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())
+
+
+class SamplingApp(_App):
     """Number of models, sampler, steps, seed → sample, evaluate on the test split, redraw the histogram."""
 
     def __init__(self, generator: Any, zoo: Any, *, evaluator: Any = None, n: int = 50, max_n: int = 200) -> None:
@@ -43,19 +78,11 @@ class SamplingApp:
                                                         title=f"{self.zoo.config.name}: seed {self.seed.value}")
         return self.table
 
-    def run(self) -> pd.DataFrame:
-        """The button's callback: compute, then redraw inside the widget's output area.
+    def _draw(self) -> None:
+        from IPython.display import display
 
-        Headless runs (papermill, tests in a kernel) should call :meth:`compute`: output captured into an
-        ``ipywidgets.Output`` without a frontend has stalled nbclient here."""
-        from IPython.display import clear_output, display
-
-        self.compute()
-        with self.out:
-            clear_output(wait=True)
-            display(self.figure)
-            display(self.table)
-        return self.table
+        display(self.figure)
+        display(self.table)
 
     def widget(self) -> Any:
         """The assembled app."""
@@ -63,13 +90,8 @@ class SamplingApp:
 
         return w.VBox([w.HBox([self.n, self.sampler]), w.HBox([self.steps, self.seed]), self.button, self.out])
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
 
-        display(self.widget())
-
-
-class InterpolationApp:
+class InterpolationApp(_App):
     """A λ slider between two models, in weight space or in the autoencoder's latent space: shows the interpolated
     model's test accuracy and its predictions on the first test examples."""
 
@@ -107,16 +129,11 @@ class InterpolationApp:
         self.table["correct"] = self.table["label"] == self.table["prediction"]
         return self.table
 
-    def run(self) -> pd.DataFrame:
-        """The slider's callback: compute, then redraw inside the widget's output area (see SamplingApp.run)."""
-        from IPython.display import clear_output, display
+    def _draw(self) -> None:
+        from IPython.display import display
 
-        self.compute()
-        with self.out:
-            clear_output(wait=True)
-            print(f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy {self.accuracy:.2f} %")
-            display(self.table.T)
-        return self.table
+        print(f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy {self.accuracy:.2f} %")
+        display(self.table.T)
 
     def widget(self) -> Any:
         """The assembled app."""
@@ -124,13 +141,8 @@ class InterpolationApp:
 
         return w.VBox([w.HBox([self.lam, self.mode]), self.out])
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
 
-        display(self.widget())
-
-
-class TaskPromptApp:
+class TaskPromptApp(_App):
     """Type a task description and two examples → generate LoRA weights → accuracy on a chosen task's test split
     and a few predictions (Cond P-Diff). Choosing a task pre-fills its text; edit it freely."""
 
@@ -180,17 +192,12 @@ class TaskPromptApp:
                                          "prediction (best generated)": res.predictions[best, :k].numpy()})
         return self.table
 
-    def run(self) -> pd.DataFrame:
-        """The button's callback: compute, then redraw inside the widget's output area (see SamplingApp.run)."""
-        from IPython.display import clear_output, display
+    def _draw(self) -> None:
+        from IPython.display import display
 
-        self.compute()
-        with self.out:
-            clear_output(wait=True)
-            print(f"statistics of the nearest seen task: {self.nearest_seen}")
-            display(self.table.round(2))
-            display(self.predictions.T)
-        return self.table
+        print(f"statistics of the nearest seen task: {self.nearest_seen}")
+        display(self.table.round(2))
+        display(self.predictions.T)
 
     def widget(self) -> Any:
         """The assembled app."""
@@ -198,8 +205,3 @@ class TaskPromptApp:
 
         return w.VBox([self.task, self.description, self.example1, self.example2, w.HBox([self.n, self.seed]),
                        self.button, self.out])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget())
