@@ -328,3 +328,85 @@ def bench_cond(preset: str) -> dict[str, Any]:
 
 
 BENCHMARKS["cond"] = bench_cond
+
+
+def style_experiment(preset: str, root, *, progress: bool = False) -> dict[str, Any]:
+    """The whole style experiment of a preset (shared by ``bench style`` and notebook 06): collect (or resume) the
+    style zoo under ``root``, fit or load the style-image-conditioned generator, evaluate, interpolate, run the
+    style-continuous generalisation test. Returns every result and the seconds per stage."""
+    from pathlib import Path
+
+    from .generators.cond_pdiff import fit_or_load_cond
+    from .style import collect_style_zoo
+    from .style_evaluation import continuous_generalisation, interpolation_frame, monotonic_fraction, style_evaluation
+
+    p = load_preset(preset)
+    st = p.generator_settings("style")
+    root = Path(root)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    zoo = collect_style_zoo(p.style_zoo(st.get("zoo", "styles")), root / "zoo", progress=progress)
+    seconds["zoo"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gen = fit_or_load_cond(zoo, p.style_config(), root / "generator", progress=progress)
+    seconds["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = style_evaluation(zoo, gen, n_samples=int(st.get("n_samples", 8)), progress=progress)
+    seconds["evaluate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pairs = [tuple(x) for x in st["pairs"]]
+    lambdas = [float(x) for x in np.linspace(0, 1, int(st.get("n_lambdas", 9)))]
+    ends = {s: v[0] for s, v in res.generated.items()}
+    interp, interp_images = interpolation_frame(zoo, gen, pairs, ends, lambdas)
+    mono = monotonic_fraction(interp)
+    seconds["interpolation"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    c = st["continuous"]
+    cont, cont_gen = continuous_generalisation(zoo, p.style_config(), pair=tuple(c["pair"]),
+                                               lambdas=[float(x) for x in np.linspace(0, 1, int(c["n_lambdas"]))],
+                                               heldout=c["heldout"], per_lambda=int(c.get("per_lambda", 20)),
+                                               n_samples=int(c.get("n_samples", 4)), progress=progress)
+    seconds["continuous"] = time.perf_counter() - t0
+    return {"zoo": zoo, "generator": gen, "result": res, "interpolation": interp, "interpolation_images": interp_images,
+            "monotonic": mono, "continuous": cont, "continuous_generator": cont_gen, "lambdas": lambdas,
+            "pairs": pairs, "seconds": seconds}
+
+
+def bench_style(preset: str) -> dict[str, Any]:
+    """Style-conditioned LoRA generation from scratch: style zoo, generator, metrics vs baselines, interpolation,
+    style-continuous generalisation."""
+    import json
+    import tempfile
+
+    from .report import REPO
+    from .style_evaluation import summary
+
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        ex = style_experiment(preset, tmp)
+        out_dir = REPO / "runs" / preset / "bench_style"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ex["result"].table.to_csv(out_dir / "per_style.csv", index=False)
+        ex["interpolation"].to_csv(out_dir / "interpolation.csv", index=False)
+        ex["continuous"].to_csv(out_dir / "continuous.csv")
+        zoo = ex["zoo"]
+        n_styles, lora_params = len(zoo.styles), zoo.spec.numel
+    seconds = {**ex["seconds"], "total": time.perf_counter() - t_all}
+    s = summary(ex["result"])
+    r = lambda v: round(float(v), 4)  # noqa: E731
+    held = ex["continuous"][ex["continuous"]["split"] == "held out"]
+    out = {"preset": preset, "n_styles": n_styles,
+           "style_distance": {k: r(v) for k, v in s["style_distance"].items()},
+           "psnr_to_target": {k: r(v) for k, v in s["psnr_to_target"].items()},
+           "ssim_content": {k: r(v) for k, v in s["ssim_content"].items()},
+           "interpolation_monotonic_fraction": r(ex["monotonic"].get("weight", float("nan"))),
+           "interpolation_monotonic_fraction_latent": r(ex["monotonic"].get("latent", float("nan"))),
+           "heldout_style_distance": {"generated": r(held["generated"].mean()),
+                                      "nearest_train": r(held["nearest_train"].mean())},
+           "lora_params": lora_params, "per_style_tables": str(out_dir),
+           "seconds": {k: round(v, 2) for k, v in seconds.items()}, "seconds_total": round(seconds["total"], 2)}
+    json.dumps(out)
+    return out
+
+
+BENCHMARKS["style"] = bench_style

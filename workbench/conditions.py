@@ -14,7 +14,8 @@ import torch
 
 from .atomic_io import load_tensors, save_tensors
 
-__all__ = ["TextEncoder", "MiniLMTextEncoder", "OpenCLIPTextEncoder", "one_hot", "make_text_encoder"]
+__all__ = ["TextEncoder", "MiniLMTextEncoder", "OpenCLIPTextEncoder", "one_hot", "make_text_encoder", "ImageEncoder",
+           "EfficientNetImageEncoder", "OpenCLIPImageEncoder", "make_image_encoder"]
 
 
 class TextEncoder:
@@ -142,3 +143,79 @@ def one_hot(ids: torch.Tensor, n: int) -> torch.Tensor:
     if ids.numel() and (ids.min() < 0 or ids.max() >= n):
         raise ValueError(f"ids must lie in 0..{n - 1}, got {ids.min().item()}..{ids.max().item()}")
     return torch.nn.functional.one_hot(ids, n).float()
+
+
+# -- image conditions (style images) -------------------------------------------------------------------------------
+class ImageEncoder:
+    """Base class: ``encode(images)`` — (N, 3, H, W) in [0, 1] — → (N, D) L2-normalised embeddings."""
+
+    name = "image"
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings of a batch of images (one image may be passed as (3, H, W))."""
+        images = torch.as_tensor(images, dtype=torch.float32)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected RGB images (N, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("the condition images contain NaN or Inf values")
+        with torch.no_grad():
+            return torch.nn.functional.normalize(self._encode(images.clamp(0, 1)).float().cpu(), dim=-1)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class EfficientNetImageEncoder(ImageEncoder):
+    """Pretrained EfficientNet-Lite0 (offline weights): global-average-pooled final features (1280-d)."""
+
+    name = "efficientnet_lite0"
+
+    def __init__(self, size: int = 128, *, pretrained: bool = True) -> None:
+        from .zoo.architectures import ArchConfig, build_model
+
+        self.size = size
+        self.model = build_model(ArchConfig(name="timm:tf_efficientnet_lite0", input_shape=(3, size, size),
+                                            num_classes=10, pretrained=pretrained)).eval()
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.model.forward_features((x - self.mean) / self.std).mean(dim=(2, 3))
+
+
+class OpenCLIPImageEncoder(ImageEncoder):
+    """open_clip's image tower; needs the user's pretrained weights file (none ship offline)."""
+
+    def __init__(self, *, model_name: str = "ViT-B-32", weights_path: str | Path | None = None,
+                 device: str = "cpu") -> None:
+        if weights_path is None or not Path(weights_path).exists():
+            raise FileNotFoundError(f"open_clip {model_name} needs its pretrained weights: pass weights_path=<file> "
+                                    "(nothing is downloaded); the default image encoder is 'efficientnet_lite0'")
+        import open_clip
+
+        self.name = f"openclip-{model_name}"
+        self.device = device
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(weights_path),
+                                                                               device=device)
+        self.model.eval()
+        size = self.model.visual.image_size
+        self.size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        # CLIP's own normalisation constants
+        self.mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(images, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        return self.model.encode_image(((x - self.mean) / self.std).to(self.device))
+
+
+def make_image_encoder(kind: str = "efficientnet_lite0", **kw) -> ImageEncoder:
+    """``efficientnet_lite0`` (default, offline) or ``openclip`` (with ``weights_path=``)."""
+    if kind == "efficientnet_lite0":
+        return EfficientNetImageEncoder(**kw)
+    if kind == "openclip":
+        return OpenCLIPImageEncoder(**kw)
+    raise ValueError(f"unknown image encoder {kind!r}: use 'efficientnet_lite0' or 'openclip'")

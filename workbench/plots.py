@@ -14,7 +14,7 @@ from .analysis import median
 
 __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
            "pairwise_distance_summary", "loss_curves", "accuracy_histogram", "novelty_plane", "embedding_scatter",
-           "trajectory_plot", "interpolation_curves"]
+           "trajectory_plot", "interpolation_curves", "image_grid", "style_distance_curves"]
 
 
 def setup_notebook() -> None:
@@ -188,4 +188,47 @@ def distance_accuracy(frame: pd.DataFrame, title: str = "Distance to the nearest
                       yaxis_title="test accuracy (%)", height=450)
     table = frame.groupby("task", sort=False).agg(n=("accuracy", "size"), l2_median=("l2_to_nearest_original", "median"),
                                                  accuracy_mean=("accuracy", "mean"))
+    return fig, table.round(decimals)
+
+
+def image_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], title: str = "",
+               gap: int = 2, scale: int = 3) -> go.Figure:
+    """A labelled grid of RGB images (R, C, 3, H, W) in [0, 1] as one plotly image."""
+    images = torch.as_tensor(images).detach().float().clamp(0, 1)
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"expected images (rows, cols, 3, H, W), got {tuple(images.shape)}")
+    r, c, _, h, w = images.shape
+    if len(row_labels) != r or len(col_labels) != c:
+        raise ValueError(f"{r}×{c} images but {len(row_labels)} row and {len(col_labels)} column labels")
+    canvas = np.ones((r * (h + gap) - gap, c * (w + gap) - gap, 3), dtype=np.float32)
+    for i in range(r):
+        for j in range(c):
+            canvas[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = \
+                images[i, j].permute(1, 2, 0).numpy()
+    canvas = np.kron(canvas, np.ones((scale, scale, 1), dtype=np.float32))  # crisp pixels at a readable size
+    fig = go.Figure(go.Image(z=(canvas * 255).round().astype(np.uint8)))
+    fig.update_layout(title=title, height=max(200, r * (h + gap) * scale + 120), width=max(400, c * (w + gap) * scale + 200),
+                      margin=dict(l=140, r=20, t=60, b=20))
+    fig.update_xaxes(tickvals=[(j * (w + gap) + w / 2) * scale for j in range(c)], ticktext=list(col_labels),
+                     side="top", showgrid=False)
+    fig.update_yaxes(tickvals=[(i * (h + gap) + h / 2) * scale for i in range(r)], ticktext=list(row_labels),
+                     showgrid=False)
+    return fig
+
+
+def style_distance_curves(frame: pd.DataFrame, title: str = "Style distance along the interpolation",
+                          decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Mean (over content images) distance to both ends along λ, per pair and space (columns of
+    ``interpolation_frame``)."""
+    mean = frame.groupby(["pair", "space", "lambda"])[["d_first", "d_second"]].mean().reset_index()
+    fig = go.Figure()
+    for (pair, space), g in mean.groupby(["pair", "space"]):
+        a, b = pair.split(" → ")
+        dash = "solid" if space == "weight" else "dot"
+        fig.add_trace(go.Scatter(x=g["lambda"], y=g["d_first"], mode="lines+markers", line_dash=dash,
+                                 name=f"to {a} ({space}, {pair})"))
+        fig.add_trace(go.Scatter(x=g["lambda"], y=g["d_second"], mode="lines+markers", line_dash=dash,
+                                 name=f"to {b} ({space}, {pair})"))
+    fig.update_layout(title=title, xaxis_title="λ", yaxis_title="Gram distance (EfficientNet-Lite0)", height=450)
+    table = mean.pivot_table(index="lambda", columns=["pair", "space"], values=["d_first", "d_second"])
     return fig, table.round(decimals)

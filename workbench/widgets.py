@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp"]
+__all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp", "StyleInterpolationApp"]
 
 
 class _App:
@@ -205,3 +205,74 @@ class TaskPromptApp(_App):
 
         return w.VBox([self.task, self.description, self.example1, self.example2, w.HBox([self.n, self.seed]),
                        self.button, self.out])
+
+
+class StyleInterpolationApp(_App):
+    """Style interpolation (Cond P-Diff): λ slider, style pair, content image and space (weights or the generator's
+    latent space) → the stylised image between two generated style LoRAs, and its style distance to both ends."""
+
+    def __init__(self, generator: Any, zoo: Any, *, vectors: dict | None = None, first: str | None = None,
+                 second: str | None = None, seed: int = 0) -> None:
+        import ipywidgets as w
+
+        self.generator, self.zoo, self.seed = generator, zoo, seed
+        self.vectors = dict(vectors or {})  # style → one generated vector (sampled on demand)
+        styles = zoo.styles
+        self.first = w.Dropdown(options=styles, value=first or styles[0], description="from")
+        self.second = w.Dropdown(options=styles, value=second or styles[-1], description="to")
+        self.content = w.IntSlider(value=0, min=0, max=len(zoo.eval_content) - 1, description="content")
+        self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ")
+        self.mode = w.ToggleButtons(options=["weights", "latent"], value="weights", description="space")
+        self.out = w.Output()
+        for c in (self.first, self.second, self.content, self.lam, self.mode):
+            c.observe(lambda _c: self.run(), names="value")
+        self.table: pd.DataFrame | None = None
+        self.images: Any = None
+
+    def _vector(self, style: str) -> Any:
+        if style not in self.vectors:
+            self.vectors[style] = self.generator.sample(style, 1, seed=self.seed)[0]
+        return self.vectors[style]
+
+    def compute(self) -> pd.DataFrame:
+        """Stylise the content at λ (and both ends); sets ``images`` (3, 3, H, W) and ``table`` (draws nothing)."""
+        from .analysis import interpolate_weights
+        from .style_evaluation import interpolate_style_latent
+
+        a, b = self.first.value, self.second.value
+        va, vb = self._vector(a), self._vector(b)
+        lams = [0.0, self.lam.value, 1.0]
+        if self.mode.value == "latent":
+            path = interpolate_style_latent(self.generator, va, vb, lams, (a, b))
+        else:
+            path = interpolate_weights(va, vb, lams)
+        content = self.zoo.eval_content[self.content.value:self.content.value + 1]
+        self.images = self.zoo.apply(path, content)[:, 0]
+        rep = content.repeat(3, 1, 1, 1)
+        self.table = pd.DataFrame({"λ": lams, f"distance to {a}": self.zoo.style_distance(a, self.images, rep).numpy(),
+                                   f"distance to {b}": self.zoo.style_distance(b, self.images, rep).numpy()}
+                                  ).set_index("λ")
+        return self.table
+
+    def figure(self) -> Any:
+        """The content, both ends and the image at λ as one plotly figure."""
+        import torch
+
+        from .plots import image_grid
+
+        content = self.zoo.eval_content[self.content.value]
+        row = torch.stack([content, self.images[0], self.images[1], self.images[2]])[None]
+        return image_grid(row, [self.mode.value], ["content", self.first.value, f"λ = {self.lam.value:.2f}",
+                                                   self.second.value])
+
+    def _draw(self) -> None:
+        from IPython.display import display
+
+        self.figure().show()
+        display(self.table.round(3))
+
+    def widget(self) -> Any:
+        """The assembled app."""
+        import ipywidgets as w
+
+        return w.VBox([w.HBox([self.first, self.second]), w.HBox([self.content, self.mode]), self.lam, self.out])

@@ -5,6 +5,10 @@ diffusion whose denoiser receives a condition per task: an embedding of the task
 a text encoder, a one-hot code, or a learnable code. Condition dropout in training enables classifier-free guidance
 at sampling (beyond the paper). For a task never seen in training, the condition comes from its text and the
 normalisation statistics from the seen task whose condition is nearest (cosine) — the only statistics there are.
+
+The vision setting conditions on a *style image* instead (``condition="style_image"``): the zoo provides each
+training style's reference image (``zoo.condition_images(names)``), a pretrained image encoder embeds it, and
+:meth:`CondPDiff.sample_image` generates for any image, seen or not.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from typing import Any, Sequence
 import torch
 
 from ..atomic_io import atomic_write_json, load_tensors, read_json, save_tensors
-from ..conditions import TextEncoder, make_text_encoder, one_hot
+from ..conditions import ImageEncoder, TextEncoder, make_image_encoder, make_text_encoder, one_hot
 from ..lora import Task
 from .pdiff import PDiff, PDiffConfig
 
 __all__ = ["CondPDiffConfig", "CondPDiff", "CONDITIONS", "fit_or_load_cond"]
 
-CONDITIONS = ("one_hot", "learnable", "description", "description+examples")
+CONDITIONS = ("one_hot", "learnable", "description", "description+examples", "style_image")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class CondPDiffConfig:
     pdiff: PDiffConfig = field(default_factory=lambda: PDiffConfig(normaliser="task"))
     condition: str = "description+examples"
     text_encoder: str = "minilm"
+    image_encoder: str = "efficientnet_lite0"
     learnable_dim: int = 64
     cond_dropout: float = 0.1
     guidance_scale: float = 1.0
@@ -47,6 +52,16 @@ class CondPDiffConfig:
     def uses_text(self) -> bool:
         """Whether the condition is a text embedding (the only kind that reaches unseen tasks)."""
         return self.condition.startswith("description")
+
+    @property
+    def uses_image(self) -> bool:
+        """Whether the condition is an image embedding (a style image)."""
+        return self.condition == "style_image"
+
+    @property
+    def embeds(self) -> bool:
+        """Whether conditions are encoder embeddings (text or image): the kinds that reach unseen tasks."""
+        return self.uses_text or self.uses_image
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view."""
@@ -70,10 +85,12 @@ class CondPDiff:
     """Fit on a LoRA zoo's seen tasks; sample LoRA + head vectors for any task (or free text)."""
 
     def __init__(self, config: CondPDiffConfig | None = None, *, encoder: TextEncoder | None = None,
-                 cache_dir: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+                 cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 image_encoder: ImageEncoder | None = None) -> None:
         self.config = config or CondPDiffConfig()
         self.device = device
         self._encoder = encoder
+        self._image_encoder = image_encoder
         self.cache_dir = cache_dir
         self.pdiff = PDiff(self.config.pdiff, device=device)
         self.seen: list[str] = []
@@ -87,17 +104,30 @@ class CondPDiff:
             self._encoder = make_text_encoder(self.config.text_encoder, self.cache_dir)
         return self._encoder
 
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        """The image encoder (loaded on first use)."""
+        if self._image_encoder is None:
+            self._image_encoder = make_image_encoder(self.config.image_encoder)
+        return self._image_encoder
+
     # -- conditions ----------------------------------------------------------------------------------
     def text_of(self, task: Task) -> str:
         """The text a task is conditioned on."""
         return task.text(with_examples=self.config.condition == "description+examples")
 
-    def condition(self, tasks: Sequence[Task]) -> torch.Tensor:
+    def condition(self, tasks: Sequence[Task | str]) -> torch.Tensor:
         """Condition rows for tasks: text embeddings, one-hot rows or learnable-table ids (seen tasks only for
-        the last two)."""
+        the last two); for image conditions, the stored embeddings of seen styles (by name)."""
         c = self.config.condition
         if self.config.uses_text:
             return self.encoder.encode([self.text_of(t) for t in tasks])
+        names = [t if isinstance(t, str) else t.name for t in tasks]
+        if self.config.uses_image:
+            missing = [n for n in names if n not in self.seen]
+            if missing:
+                raise ValueError(f"no stored style image for {missing}; condition on an image with sample_image()")
+            return self.seen_conditions[[self.seen.index(n) for n in names]]
         missing = [t.name for t in tasks if t.name not in self.seen]
         if missing:
             raise ValueError(f"a {c} condition exists only for the training tasks; {missing} are unseen — "
@@ -112,8 +142,8 @@ class CondPDiff:
 
     def nearest_seen(self, cond: torch.Tensor) -> list[str]:
         """For each condition row, the seen task whose condition is most similar (cosine)."""
-        if not self.config.uses_text:
-            raise ValueError("nearest seen task by condition needs text conditions")
+        if not self.config.embeds:
+            raise ValueError("nearest seen task by condition needs text or image conditions")
         sim = torch.nn.functional.normalize(cond, dim=-1) @ torch.nn.functional.normalize(self.seen_conditions,
                                                                                           dim=-1).T
         return [self.seen[int(i)] for i in sim.argmax(1)]
@@ -127,8 +157,11 @@ class CondPDiff:
         self.seen = list(tasks if tasks is not None else zoo.config.tasks)
         vectors = zoo.vectors(self.seen)
         ids = torch.cat([torch.full((len(zoo.vectors([t])),), i) for i, t in enumerate(self.seen)])
-        table = zoo.config.task_table()
-        self.seen_conditions = self.condition([table[t] for t in self.seen])
+        if self.config.uses_image:
+            self.seen_conditions = self.image_encoder.encode(zoo.condition_images(self.seen))
+        else:
+            table = zoo.config.task_table()
+            self.seen_conditions = self.condition([table[t] for t in self.seen])
         cond = self.seen_conditions[ids]
         rd = Path(run_dir) if run_dir is not None else None
         self.pdiff.fit_autoencoder(vectors, groups=ids, run_dir=rd, progress=progress)
@@ -154,12 +187,31 @@ class CondPDiff:
         return self.pdiff.sample(n, sampler=sampler, steps=steps, seed=seed, cond=cond, groups=groups,
                                  guidance_scale=gs, null_cond=None if null is None else null.reshape(1, -1))
 
-    def sample(self, task: Task, n: int, *, seed: int = 0, sampler: str = "ddim", steps: int = 50,
+    def sample(self, task: Task | str, n: int, *, seed: int = 0, sampler: str = "ddim", steps: int = 50,
                guidance_scale: float | None = None) -> torch.Tensor:
-        """``n`` parameter vectors for ``task`` (seen or unseen)."""
+        """``n`` parameter vectors for ``task`` (seen or unseen; a seen style by name for image conditions)."""
+        name = task if isinstance(task, str) else task.name
         cond = self.condition([task])
-        stats = task.name if task.name in self.seen else self.nearest_seen(cond)[0]
+        stats = name if name in self.seen else self.nearest_seen(cond)[0]
         return self._sample(cond[0], stats, n, seed=seed, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
+
+    def sample_image(self, image: torch.Tensor, n: int = 8, *, seed: int = 0, sampler: str = "ddim", steps: int = 50,
+                     guidance_scale: float | None = None) -> tuple[torch.Tensor, str]:
+        """Vectors conditioned on a style image (3, H, W) in [0, 1]; also returns the nearest seen style."""
+        if not self.config.uses_image:
+            raise ValueError("image-conditioned sampling needs condition='style_image'")
+        cond = self.image_encoder.encode(image)
+        near = self.nearest_seen(cond)[0]
+        return self._sample(cond[0], near, n, seed=seed, sampler=sampler, steps=steps,
+                            guidance_scale=guidance_scale), near
+
+    def condition_trajectory(self, cond_row: torch.Tensor, n: int = 1, *, seed: int = 0, steps: int = 50):
+        """DDIM trajectory (every intermediate state) for one condition row, e.g. ``condition([style])[0]``."""
+        null = self.pdiff.null_cond
+        gs = self.config.guidance_scale
+        return self.pdiff.trajectory(n, sampler="ddim", steps=steps, seed=seed,
+                                     cond=cond_row.reshape(1, -1).expand(n, -1), guidance_scale=gs,
+                                     null_cond=None if null is None else null.reshape(1, -1))
 
     def sample_text(self, description: str, examples: Sequence[str] = (), n: int = 8, *, seed: int = 0,
                     sampler: str = "ddim", steps: int = 50, guidance_scale: float | None = None
@@ -186,11 +238,12 @@ class CondPDiff:
 
     @classmethod
     def load(cls, directory: str | Path, *, encoder: TextEncoder | None = None,
-             cache_dir: str | Path | None = None) -> "CondPDiff":
+             cache_dir: str | Path | None = None, image_encoder: ImageEncoder | None = None) -> "CondPDiff":
         """Inverse of :meth:`save`."""
         d = Path(directory)
         meta = read_json(d / "cond_pdiff.json")
-        self = cls(CondPDiffConfig.from_dict(meta["config"]), encoder=encoder, cache_dir=cache_dir)
+        self = cls(CondPDiffConfig.from_dict(meta["config"]), encoder=encoder, cache_dir=cache_dir,
+                   image_encoder=image_encoder)
         self.pdiff = PDiff.load(d)
         self.seen = list(meta["seen"])
         self.seen_conditions = load_tensors(d / "seen_conditions.safetensors")["conditions"]

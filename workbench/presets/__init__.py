@@ -65,6 +65,21 @@ class Preset:
 
         return CondPDiffConfig.from_dict(self.generator_settings("cond_pdiff").get("config", {}))
 
+    def style_zoo(self, key: str = "styles"):
+        """One style LoRA zoo config (Cond P-Diff's vision setting) by key."""
+        from ..style import StyleZooConfig
+
+        zoos = self.raw.get("style_zoos", {})
+        if key not in zoos:
+            raise KeyError(f"preset {self.name!r} has no style zoo {key!r}; it has {sorted(zoos)}")
+        return StyleZooConfig.from_dict(zoos[key])
+
+    def style_config(self):
+        """The style-image-conditioned generator's configuration (a Cond P-Diff config)."""
+        from ..generators.cond_pdiff import CondPDiffConfig
+
+        return CondPDiffConfig.from_dict(self.generator_settings("style").get("config", {}))
+
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""
         if key not in self.zoos:
