@@ -37,6 +37,14 @@ GOLDEN = {
         ("summary", "seen_selected_by_train_mean"): (78.0, 94.0),
         ("summary", "swap_generated_mean"): (20.0, 65.0),
     },
+    "06_style_interpolation": {
+        ("summary", "style_distance", "original"): (0.45, 0.62),
+        ("summary", "style_distance", "generated"): (0.45, 0.70),
+        ("summary", "style_distance", "no_lora"): (0.75, 0.92),
+        ("summary", "psnr_to_target", "original"): (19.0, 23.5),
+        ("summary", "psnr_to_target", "no_lora"): (11.5, 15.0),
+        ("summary", "ssim_content", "no_lora"): (0.6, 0.85),
+    },
     "04_memorization_analysis": {
         ("mlp_dense", "iou", "original", "iou_within"): (0.8, 1.0),
         ("mlp_dense", "iou", "generated", "max_iou_to_original_median"): (0.85, 1.0),

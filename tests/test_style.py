@@ -83,6 +83,8 @@ def test_config_round_trip_and_clear_errors():
         StyleZooConfig(steps=5, keep_last=10)
     with pytest.raises(ValueError, match="unknown style zoo keys"):
         StyleZooConfig.from_dict({**TINY.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match="shared_init"):
+        StyleZooConfig(train_a=False, shared_init=False)
 
 
 # -- the zoo -----------------------------------------------------------------------------------------------------
@@ -179,8 +181,13 @@ def test_monotonic_fraction_counts_curves():
              for x in lam]
     rows += [{"space": "latent", "pair": "a → b", "content": 0, "lambda": x, "d_first": x + 1e-4 * np.sin(9 * x),
               "d_second": 1 - x} for x in lam]
-    m = monotonic_fraction(pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
+    m = monotonic_fraction(frame)
     assert m["weight"] == 0.5 and m["latent"] == 1.0  # jitter under the tolerance does not break a curve
+    frame["e_first"], frame["e_second"] = frame["lambda"], 1 - frame["lambda"]
+    assert (monotonic_fraction(frame, reference="ends") == 1.0).all()
+    per_pair = monotonic_fraction(frame, by=("space", "pair"))
+    assert per_pair.loc[("weight", "a → b")] == 0.5
 
 
 def test_interpolation_frame_and_trajectory(zoo, gen):
@@ -189,6 +196,8 @@ def test_interpolation_frame_and_trajectory(zoo, gen):
     assert len(frame) == 2 * 3 * TINY.n_eval and images[("sepia → negative", "weight")].shape[:2] == (3, TINY.n_eval)
     w = frame[frame["space"] == "weight"].groupby("lambda")[["d_first", "d_second"]].mean()
     assert w["d_first"].iloc[0] < w["d_first"].iloc[-1] and w["d_second"].iloc[0] > w["d_second"].iloc[-1]
+    e = frame[frame["space"] == "weight"].groupby("lambda")[["e_first", "e_second"]].mean()
+    assert e["e_first"].iloc[0] < 1e-5 and e["e_second"].iloc[-1] < 1e-5  # the ends are their own references
     traj, oxy, per_step = style_trajectory(zoo, gen, "sepia", n=2, steps=10, every=3)
     assert set(traj["seed"]) == {0, 1} and oxy.shape == (TINY.keep_last, 2) and per_step.index[-1] == 10
 

@@ -291,6 +291,9 @@ class StyleZooConfig:
     # frames and averaging their factors mixes unrelated directions. One shared A at the start keeps every style
     # in one frame (as one start keeps dense checkpoints together): what interpolation and soups rely on.
     shared_init: bool = True
+    # LoRA-FA (Zhang et al. 2023): keep the shared A fixed and train B only, so ΔW = B·A is linear in the trained
+    # factors and a weight-space interpolation of two styles is an interpolation of their ΔW
+    train_a: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -305,6 +308,8 @@ class StyleZooConfig:
             raise ValueError("styles must be distinct")
         if not 0 < self.keep_last <= self.steps:
             raise ValueError(f"keep_last must be in 1..steps ({self.steps}), got {self.keep_last}")
+        if not self.train_a and not self.shared_init:
+            raise ValueError("train_a=False (LoRA-FA) needs shared_init=True: a frozen A must be the same for all styles")
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -524,7 +529,7 @@ def _train_style(cfg: StyleZooConfig, model: nn.Module, spec: ParamSpec, style_i
     for m in model.modules():  # A random, B zero: the start is exactly the base network
         if hasattr(m, "reset_lora_parameters"):
             m.reset_lora_parameters("default", True)
-    names = set(spec.names)
+    names = {n for n in spec.names if cfg.train_a or "lora_A" not in n}
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if n in names], lr=cfg.lr)

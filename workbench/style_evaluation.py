@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from .analysis import interpolate_weights
-from .style import ALGORITHMIC_STYLES, StyleZoo, psnr, ssim
+from .style import ALGORITHMIC_STYLES, StyleZoo, gram_distance, psnr, ssim
 
 __all__ = ["StyleResult", "style_metrics", "style_evaluation", "summary", "interpolation_frame",
            "monotonic_fraction", "ContinuousStyles", "continuous_generalisation", "style_trajectory",
@@ -114,7 +114,11 @@ def interpolation_frame(zoo: StyleZoo, gen, pairs: Sequence[tuple[str, str]], ve
                         content: torch.Tensor | None = None) -> tuple[pd.DataFrame, dict]:
     """Style distances to both ends along θ(λ) for every pair, space and content image.
 
-    Returns a long frame (pair, space, content, λ, d_first, d_second) and the images {(pair, space): (L, N, 3, H, W)}."""
+    Two readings of "distance to both ends": ``d_first``/``d_second`` — Gram distance to the two styles' references
+    (the exact filtered content, or the style image) — and ``e_first``/``e_second`` — Gram distance to the two
+    endpoint LoRAs' own outputs on the same content, which isolates the path from how well each end matches its
+    style. Returns the long frame (pair, space, content, λ, and those four) and the images
+    {(pair, space): (L, N, 3, H, W)}."""
     content = zoo.eval_content if content is None else content
     rows, images = [], {}
     for a, b in pairs:
@@ -131,19 +135,28 @@ def interpolation_frame(zoo: StyleZoo, gen, pairs: Sequence[tuple[str, str]], ve
             rep = content.repeat(len(path), 1, 1, 1)
             da = zoo.style_distance(a, flat, rep).reshape(len(path), -1)
             db = zoo.style_distance(b, flat, rep).reshape(len(path), -1)
+            ends = zoo.apply(torch.stack([vectors[a], vectors[b]]), content)
+            ea = gram_distance(zoo.features(), flat, ends[0].repeat(len(path), 1, 1, 1)).reshape(len(path), -1)
+            eb = gram_distance(zoo.features(), flat, ends[1].repeat(len(path), 1, 1, 1)).reshape(len(path), -1)
             for li, lam in enumerate(lambdas):
                 for c in range(len(content)):
                     rows.append({"pair": f"{a} → {b}", "space": space, "content": c, "lambda": float(lam),
-                                 "d_first": float(da[li, c]), "d_second": float(db[li, c])})
+                                 "d_first": float(da[li, c]), "d_second": float(db[li, c]),
+                                 "e_first": float(ea[li, c]), "e_second": float(eb[li, c])})
     return pd.DataFrame(rows), images
 
 
-def monotonic_fraction(frame: pd.DataFrame, tolerance: float = 0.02, by: Sequence[str] = ("space",)) -> pd.Series:
-    """Per space (or per ``by`` columns, e.g. ``("space", "pair")``): the fraction of (pair, content) curves whose distance to the first style never falls and to the
-    second never rises along λ, allowing steps back of ``tolerance`` × the curve's range (numerical jitter)."""
+def monotonic_fraction(frame: pd.DataFrame, tolerance: float = 0.02, by: Sequence[str] = ("space",),
+                       reference: str = "styles") -> pd.Series:
+    """Per space (or per ``by`` columns, e.g. ``("space", "pair")``): the fraction of (pair, content) curves whose
+    distance to the first end never falls and to the second never rises along λ, allowing steps back of
+    ``tolerance`` × the curve's range (numerical jitter). ``reference="styles"``: distances to the styles'
+    references; ``"ends"``: to the endpoint LoRAs' outputs (see :func:`interpolation_frame`)."""
+    first, second = {"styles": ("d_first", "d_second"), "ends": ("e_first", "e_second")}[reference]
+
     def ok(g: pd.DataFrame) -> bool:
         g = g.sort_values("lambda")
-        d1, d2 = g["d_first"].to_numpy(), g["d_second"].to_numpy()
+        d1, d2 = g[first].to_numpy(), g[second].to_numpy()
         t1 = tolerance * max(np.ptp(d1), 1e-12)
         t2 = tolerance * max(np.ptp(d2), 1e-12)
         return bool((np.diff(d1) >= -t1).all() and (np.diff(d2) <= t2).all())
@@ -192,8 +205,6 @@ class ContinuousStyles:
 
     def distance(self, name: str, images: torch.Tensor) -> torch.Tensor:
         """Style distance of stylised evaluation patches (V, N, 3, H, W) to the λ's reference, per vector."""
-        from .style import gram_distance
-
         ref = self._reference[self.index(name)]
         flat = images.reshape(-1, *images.shape[-3:])
         return gram_distance(self.zoo.features(), flat, ref.repeat(len(images), 1, 1, 1)).reshape(len(images), -1
