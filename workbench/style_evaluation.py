@@ -161,7 +161,9 @@ def monotonic_fraction(frame: pd.DataFrame, tolerance: float = 0.02, by: Sequenc
         t2 = tolerance * max(np.ptp(d2), 1e-12)
         return bool((np.diff(d1) >= -t1).all() and (np.diff(d2) <= t2).all())
 
-    flags = frame.groupby(["space", "pair", "content"]).apply(ok, include_groups=False)
+    keys = ["space", "pair", "content"]
+    flags = pd.Series({k: ok(g) for k, g in frame.groupby(keys)}, dtype=float)
+    flags.index.names = keys
     return flags.groupby(level=list(by)).mean()
 
 
