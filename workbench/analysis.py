@@ -181,11 +181,21 @@ def interpolate_weights(v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[fl
     return ((1 - lam) * v1.double()[None] + lam * v2.double()[None]).float()
 
 
-def interpolate_latent(generator, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float]) -> torch.Tensor:
-    """Encode both models with the generator's autoencoder, interpolate the latents linearly, decode."""
-    z = generator.encode(torch.stack([v1, v2]))
-    lam = torch.as_tensor(list(lambdas), dtype=z.dtype)[:, None, None]
-    return generator.decode((1 - lam) * z[0:1] + lam * z[1:2])
+def interpolate_latent(generator, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
+                       groups: tuple[int, int] | None = None) -> torch.Tensor:
+    """Encode both models with the generator's autoencoder, interpolate the latents linearly, decode.
+
+    ``groups`` names each end's normalisation statistics (per-task normalisers): each end is encoded with its own,
+    and decoded vectors are un-normalised with the statistics interpolated by the same λ."""
+    g = None if groups is None else torch.as_tensor(groups)
+    z = generator.encode(torch.stack([v1, v2]), g)
+    lam = torch.as_tensor(list(lambdas), dtype=z.dtype).view(-1, *([1] * (z.ndim - 1)))
+    zl = (1 - lam) * z[0:1] + lam * z[1:2]
+    if g is None:
+        return generator.decode(zl)
+    a, b = (generator.decode(zl, torch.full((len(zl),), int(k))) for k in g)
+    lam = lam.reshape(-1, 1).to(a.dtype)
+    return (1 - lam) * a + lam * b  # the inverse normalisation is affine: this mixes the two ends' statistics
 
 
 def trajectory_frame(generator, n: int = 4, *, steps: int = 50, seed: int = 0, every: int = 1) -> tuple[pd.DataFrame, torch.Tensor]:

@@ -178,12 +178,11 @@ class EfficientNetImageEncoder(ImageEncoder):
         self.size = size
         self.model = build_model(ArchConfig(name="timm:tf_efficientnet_lite0", input_shape=(3, size, size),
                                             num_classes=10, pretrained=pretrained)).eval()
-        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.model.forward_features((x - self.mean) / self.std).mean(dim=(2, 3))
+        from .data import imagenet_input
+
+        return self.model.forward_features(imagenet_input(images, self.size)).mean(dim=(2, 3))
 
 
 class OpenCLIPImageEncoder(ImageEncoder):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "imagenet_input",
     "DatasetInfo",
     "TaskData",
     "DatasetMissingError",
@@ -179,6 +180,16 @@ def _mnist1d(seed: int, test_fraction: float, image_size: int | None, n: int = 5
     y = np.concatenate([data["y"], data["y_test"]])
     return _finish(x, y, name="mnist1d", class_names=_DIGITS, source="mnist1d.make_dataset (generated)",
                    seed=seed, test_fraction=test_fraction, image_size=None)
+
+
+def imagenet_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """RGB images in [0, 1] resized (bilinear) to ``size``×``size`` and normalised with ImageNet's channel statistics:
+    the input every pretrained backbone here (EfficientNet-Lite0) expects."""
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def photo_patches(patch: int = 32, stride: int = 16, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .atomic_io import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
-from .data import DatasetInfo, TaskData, load_dataset
+from .data import DatasetInfo, TaskData, imagenet_input, load_dataset
 from .evaluate import MemberEvaluator, split_model
 from .params import ParamSpec, check_finite
 
@@ -180,12 +180,9 @@ def _to_backbone_input(x: torch.Tensor, size: int) -> torch.Tensor:
         x = x.reshape(len(x), 1, side, side)
     lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
     x = (x - lo) / (hi - lo).clamp_min(1e-8)  # per image to [0, 1]: independent of the dataset's standardisation
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return imagenet_input(x, size)
 
 
 def build_backbone(cfg: LoRAZooConfig) -> tuple[nn.Module, nn.Module, dict[str, str]]:

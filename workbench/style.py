@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .atomic_io import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
+from .data import imagenet_input
 from .params import ParamSpec, check_finite
 
 __all__ = ["ALGORITHMIC_STYLES", "IMAGE_STYLES", "StyleNetConfig", "StyleNet", "StyleZooConfig", "StyleZoo",
@@ -171,16 +172,12 @@ class StyleFeatures(nn.Module):
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
         self.blocks = nn.ModuleList(net.blocks[:blocks])
         self.size = size
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         for p in self.parameters():
             p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps after each block of images in [0, 1]."""
-        if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        h = self.stem((x - self.mean) / self.std)
+        h = self.stem(imagenet_input(x, self.size))
         outs = []
         for b in self.blocks:
             h = b(h)
@@ -200,7 +197,10 @@ def gram_distance(features: StyleFeatures, images: torch.Tensor, reference: torc
     ``reference`` is one image (3, H, W) — a style image — or one per image (N, 3, H, W) — an exact target of the
     same content, which keeps content differences out of the distance."""
     with torch.no_grad():
-        per_image = reference.ndim == 4 and len(reference) == len(images) and len(images) > 1
+        per_image = reference.ndim == 4 and len(reference) > 1
+        if per_image and len(reference) != len(images):
+            raise ValueError(f"{len(reference)} reference images for {len(images)} images: pass one reference, "
+                             "or one per image")
         ref_all = None if per_image else features.grams(features(reference.reshape(1, *reference.shape[-3:])))
         out = []
         for i in range(0, len(images), batch):

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .analysis import interpolate_weights
+from .analysis import interpolate_latent, interpolate_weights
 from .style import ALGORITHMIC_STYLES, StyleZoo, gram_distance, psnr, ssim
 
 __all__ = ["StyleResult", "style_metrics", "style_evaluation", "summary", "interpolation_frame",
-           "monotonic_fraction", "ContinuousStyles", "continuous_generalisation", "style_trajectory",
+           "monotonic_fraction", "style_path", "ContinuousStyles", "continuous_generalisation", "style_trajectory",
            "interpolate_style_latent"]
 
 METHODS = ("original", "soup", "generated", "no_lora")
@@ -89,24 +89,24 @@ def summary(res: StyleResult) -> dict[str, dict[str, float]]:
 # -- interpolation -------------------------------------------------------------------------------------------------
 def interpolate_style_latent(gen, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
                              styles: tuple[str, str] | None = None) -> torch.Tensor:
-    """Interpolate two style vectors in the generator's AE latent space and decode.
-
-    With per-task normalisation the two ends have their own statistics (``styles`` names them); the decoded
-    normalised vector is un-normalised with the statistics interpolated by the same λ."""
-    pd_ = gen.pdiff
+    """Interpolate two style vectors in the generator's AE latent space and decode (with per-task normalisation
+    each end keeps its own style's statistics, so ``styles`` must name them)."""
     groups = None
     if gen.config.pdiff.normaliser == "task":
         if styles is None:
             raise ValueError("task-normalised generators need the two styles' names to interpolate latents")
-        groups = torch.tensor([gen.seen.index(s) for s in styles])
-    z = pd_.encode(torch.stack([v1, v2]), groups)
-    lam = torch.as_tensor(list(lambdas), dtype=z.dtype).view(-1, *([1] * (z.ndim - 1)))
-    zl = (1 - lam) * z[0:1] + lam * z[1:2]
-    if groups is None:
-        return pd_.decode(zl)
-    ends = [pd_.decode(zl, torch.full((len(zl),), int(g))) for g in groups]
-    lam2 = lam.reshape(-1, 1).to(ends[0].dtype)
-    return (1 - lam2) * ends[0] + lam2 * ends[1]  # the inverse normalisation is affine: this mixes the statistics
+        groups = (gen.seen.index(styles[0]), gen.seen.index(styles[1]))
+    return interpolate_latent(gen.pdiff, v1, v2, lambdas, groups)
+
+
+def style_path(gen, styles: tuple[str, str], v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
+               space: str) -> torch.Tensor:
+    """Vectors along λ between two style LoRAs, in ``space`` "weight" (θ(λ) = (1 − λ) θ₁ + λ θ₂) or "latent"."""
+    if space == "weight":
+        return interpolate_weights(v1, v2, lambdas)
+    if space == "latent":
+        return interpolate_style_latent(gen, v1, v2, lambdas, styles)
+    raise ValueError(f"space must be 'weight' or 'latent', got {space!r}")
 
 
 def interpolation_frame(zoo: StyleZoo, gen, pairs: Sequence[tuple[str, str]], vectors: dict[str, torch.Tensor],
@@ -123,12 +123,7 @@ def interpolation_frame(zoo: StyleZoo, gen, pairs: Sequence[tuple[str, str]], ve
     rows, images = [], {}
     for a, b in pairs:
         for space in spaces:
-            if space == "weight":
-                path = interpolate_weights(vectors[a], vectors[b], lambdas)
-            elif space == "latent":
-                path = interpolate_style_latent(gen, vectors[a], vectors[b], lambdas, (a, b))
-            else:
-                raise ValueError(f"space must be 'weight' or 'latent', got {space!r}")
+            path = style_path(gen, (a, b), vectors[a], vectors[b], lambdas, space)
             imgs = zoo.apply(path, content)
             images[(f"{a} → {b}", space)] = imgs
             flat = imgs.reshape(-1, *imgs.shape[-3:])

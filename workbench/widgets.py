@@ -236,16 +236,12 @@ class StyleInterpolationApp(_App):
 
     def compute(self) -> pd.DataFrame:
         """Stylise the content at λ (and both ends); sets ``images`` (3, 3, H, W) and ``table`` (draws nothing)."""
-        from .analysis import interpolate_weights
-        from .style_evaluation import interpolate_style_latent
+        from .style_evaluation import style_path
 
         a, b = self.first.value, self.second.value
-        va, vb = self._vector(a), self._vector(b)
         lams = [0.0, self.lam.value, 1.0]
-        if self.mode.value == "latent":
-            path = interpolate_style_latent(self.generator, va, vb, lams, (a, b))
-        else:
-            path = interpolate_weights(va, vb, lams)
+        space = "latent" if self.mode.value == "latent" else "weight"
+        path = style_path(self.generator, (a, b), self._vector(a), self._vector(b), lams, space)
         content = self.zoo.eval_content[self.content.value:self.content.value + 1]
         self.images = self.zoo.apply(path, content)[:, 0]
         rep = content.repeat(3, 1, 1, 1)

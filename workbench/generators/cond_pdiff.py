@@ -176,16 +176,20 @@ class CondPDiff:
         return self
 
     # -- sampling ------------------------------------------------------------------------------------
-    def _sample(self, cond_row: torch.Tensor, stats_task: str, n: int, *, seed: int, sampler: str, steps: int,
-                guidance_scale: float | None) -> torch.Tensor:
+    def _conditioning(self, cond_row: torch.Tensor, n: int, guidance_scale: float | None) -> dict[str, Any]:
+        """The denoiser's condition arguments for ``n`` samples of one condition row (with guidance settings)."""
         gs = self.config.guidance_scale if guidance_scale is None else guidance_scale
         null = self.pdiff.null_cond
         if gs != 1.0 and null is None:
             raise ValueError("guidance needs a generator trained with cond_dropout > 0")
-        cond = cond_row.reshape(1, -1).expand(n, -1)
+        return {"cond": cond_row.reshape(1, -1).expand(n, -1), "guidance_scale": gs,
+                "null_cond": None if null is None else null.reshape(1, -1)}
+
+    def _sample(self, cond_row: torch.Tensor, stats_task: str, n: int, *, seed: int, sampler: str, steps: int,
+                guidance_scale: float | None) -> torch.Tensor:
         groups = torch.full((n,), self.seen.index(stats_task))
-        return self.pdiff.sample(n, sampler=sampler, steps=steps, seed=seed, cond=cond, groups=groups,
-                                 guidance_scale=gs, null_cond=None if null is None else null.reshape(1, -1))
+        return self.pdiff.sample(n, sampler=sampler, steps=steps, seed=seed, groups=groups,
+                                 **self._conditioning(cond_row, n, guidance_scale))
 
     def sample(self, task: Task | str, n: int, *, seed: int = 0, sampler: str = "ddim", steps: int = 50,
                guidance_scale: float | None = None) -> torch.Tensor:
@@ -205,13 +209,11 @@ class CondPDiff:
         return self._sample(cond[0], near, n, seed=seed, sampler=sampler, steps=steps,
                             guidance_scale=guidance_scale), near
 
-    def condition_trajectory(self, cond_row: torch.Tensor, n: int = 1, *, seed: int = 0, steps: int = 50):
+    def condition_trajectory(self, cond_row: torch.Tensor, n: int = 1, *, seed: int = 0, steps: int = 50,
+                             guidance_scale: float | None = None):
         """DDIM trajectory (every intermediate state) for one condition row, e.g. ``condition([style])[0]``."""
-        null = self.pdiff.null_cond
-        gs = self.config.guidance_scale
         return self.pdiff.trajectory(n, sampler="ddim", steps=steps, seed=seed,
-                                     cond=cond_row.reshape(1, -1).expand(n, -1), guidance_scale=gs,
-                                     null_cond=None if null is None else null.reshape(1, -1))
+                                     **self._conditioning(cond_row, n, guidance_scale))
 
     def sample_text(self, description: str, examples: Sequence[str] = (), n: int = 8, *, seed: int = 0,
                     sampler: str = "ddim", steps: int = 50, guidance_scale: float | None = None

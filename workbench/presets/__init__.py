@@ -23,6 +23,13 @@ class Preset:
     bench: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def _entry(self, section: str, key: str, what: str) -> dict[str, Any]:
+        """One named entry of a preset section, with a clear error naming the entries there are."""
+        entries = self.raw.get(section, {})
+        if key not in entries:
+            raise KeyError(f"preset {self.name!r} has no {what} {key!r}; it has {sorted(entries)}")
+        return entries[key]
+
     def generator_settings(self, name: str) -> dict[str, Any]:
         """The preset's settings of one generator (``zoos`` it is fitted on, ``config`` overrides)."""
         gens = self.raw.get("generators", {})
@@ -40,10 +47,7 @@ class Preset:
         """One LoRA zoo config (Cond P-Diff) by key."""
         from ..lora import LoRAZooConfig
 
-        zoos = self.raw.get("lora_zoos", {})
-        if key not in zoos:
-            raise KeyError(f"preset {self.name!r} has no LoRA zoo {key!r}; it has {sorted(zoos)}")
-        return LoRAZooConfig.from_dict(zoos[key])
+        return LoRAZooConfig.from_dict(self._entry("lora_zoos", key, "LoRA zoo"))
 
     def text_lora_zoo(self, key: str = "glue"):
         """One text LoRA zoo config (Cond P-Diff's NLP setting) by key; ``$VARS`` and ``~`` in paths are expanded."""
@@ -51,10 +55,7 @@ class Preset:
 
         from ..lora_text import TextLoRAZooConfig
 
-        zoos = self.raw.get("text_lora_zoos", {})
-        if key not in zoos:
-            raise KeyError(f"preset {self.name!r} has no text LoRA zoo {key!r}; it has {sorted(zoos)}")
-        d = dict(zoos[key])
+        d = dict(self._entry("text_lora_zoos", key, "text LoRA zoo"))
         for k in ("model_path", "data_dir"):
             d[k] = os.path.expanduser(os.path.expandvars(d.get(k, "")))
         return TextLoRAZooConfig.from_dict(d)
@@ -69,10 +70,7 @@ class Preset:
         """One style LoRA zoo config (Cond P-Diff's vision setting) by key."""
         from ..style import StyleZooConfig
 
-        zoos = self.raw.get("style_zoos", {})
-        if key not in zoos:
-            raise KeyError(f"preset {self.name!r} has no style zoo {key!r}; it has {sorted(zoos)}")
-        return StyleZooConfig.from_dict(zoos[key])
+        return StyleZooConfig.from_dict(self._entry("style_zoos", key, "style zoo"))
 
     def style_config(self):
         """The style-image-conditioned generator's configuration (a Cond P-Diff config)."""
