@@ -5,12 +5,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PRESET ?= default
 
-.PHONY: install report test lab bench clean-runs
+.PHONY: install report test lab bench clean-runs lock
 
-$(STAMP): pyproject.toml
+LOCK   := requirements.lock
+
+# Installs the exact versions of $(LOCK) (what CI tests); pyproject.toml keeps the ranges for library users.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,3 +36,14 @@ bench: $(STAMP)
 
 clean-runs:
 	rm -rf runs reports/ci reports/default
+
+## Refresh the lock: resolve pyproject.toml's ranges anew in a scratch venv and pin what it got
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --upgrade pip >/dev/null
+	.venv-lock/bin/pip install -e '.[dev]'
+	{ echo "# Exact versions the test suite is run with (CI installs with this as pip constraints)."; \
+	  echo "# Refresh: make lock  (see README, 'Reproducible installs')"; \
+	  echo "# Resolved on $$(uname -sm), $$(.venv-lock/bin/python -V), $$(date -u +%Y-%m-%d)."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^workbench'; } > $(LOCK)
+	rm -rf .venv-lock
