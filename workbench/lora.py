@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .atomic_io import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
+from .atomic_io import (atomic_write_json, atomic_write_text, load_tensors, read_json, record_checksum, save_tensors,
+                        verify_checksum)
 from .data import DatasetInfo, TaskData, imagenet_input, load_dataset
 from .evaluate import MemberEvaluator, split_model
 from .params import ParamSpec, check_finite
@@ -269,6 +270,7 @@ class LoRAZoo:
         out = []
         for t in tasks:
             if t not in self._vectors:
+                verify_checksum(self.root, f"tasks/{t}.safetensors", f"the checkpoints of task {t!r}")
                 self._vectors[t] = load_tensors(self.root / "tasks" / f"{t}.safetensors")["vectors"]
             out.append(self._vectors[t])
         return torch.cat(out)
@@ -382,6 +384,7 @@ def _collect_tasks(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec, spli
         path = root / "tasks" / f"{task.name}.safetensors"
         xtr, ytr, xte, yte = splits(task)
         if path.exists():  # resume: a task file is written atomically once its checkpoints are complete
+            verify_checksum(root, f"tasks/{task.name}.safetensors", f"the checkpoints of task {task.name!r}")
             vecs = load_tensors(path)["vectors"]
         else:
             model.load_state_dict(base_state)
@@ -389,6 +392,7 @@ def _collect_tasks(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec, spli
             vecs = _train_task(cfg, model, spec, i, xtr, ytr, progress)
             check_finite(vecs, f"the LoRA checkpoints of task {task.name!r}")
             save_tensors(path, {"vectors": vecs}, metadata={"task": task.name})
+            record_checksum(root, f"tasks/{task.name}.safetensors")
             seconds[task.name] = time.perf_counter() - t1
         # test accuracy only: evaluating every checkpoint on the (larger) train split would dominate the cost
         te = evaluator(vecs, xte, yte).accuracy

@@ -49,6 +49,25 @@ def _matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def _check_patterns(patterns: object, what: str) -> list[str]:
+    """A list of glob / ``re:`` patterns, checked: a bare string or a bad regex is a clear error."""
+    if isinstance(patterns, (str, bytes)):
+        raise ParamSpecError(f"{what} must be a list of patterns, got the string {patterns!r}; write [{patterns!r}]")
+    try:
+        patterns = list(patterns)  # type: ignore[arg-type]
+    except TypeError:
+        raise ParamSpecError(f"{what} must be a list of patterns, got {type(patterns).__name__}") from None
+    for p in patterns:
+        if not isinstance(p, str) or not p:
+            raise ParamSpecError(f"{what} holds {p!r}; every pattern is a non-empty string like 'fc2.*' or 're:bn\\d'")
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as e:
+                raise ParamSpecError(f"{what}: {p!r} is not a valid regular expression ({e})") from None
+    return patterns
+
+
 def last_modules(model: nn.Module, module_type: type | tuple[type, ...], n: int = 1,
                  tensors: Sequence[str] = ("weight", "bias")) -> list[str]:
     """Patterns selecting ``tensors`` of the last ``n`` modules of a type (e.g. the last two BatchNorm layers)."""
@@ -56,6 +75,15 @@ def last_modules(model: nn.Module, module_type: type | tuple[type, ...], n: int 
     if len(names) < n:
         raise ParamSpecError(f"model has {len(names)} modules of type {module_type}, fewer than the {n} requested")
     return [f"{name}.{t}" for name in names[-n:] for t in tensors]
+
+
+def _dim(d: object) -> int:
+    if isinstance(d, bool) or not isinstance(d, (int,)) and not (hasattr(d, "__index__")):
+        raise TypeError(d)
+    d = int(d)  # type: ignore[arg-type]
+    if d < 0:
+        raise ParamSpecError(f"a tensor dimension cannot be negative (got {d})")
+    return d
 
 
 @dataclass(frozen=True)
@@ -66,8 +94,15 @@ class ParamSpec:
     shapes: tuple[tuple[int, ...], ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(self.names))
-        object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in self.shapes))
+        names = self.names if isinstance(self.names, (str, bytes)) else tuple(self.names)
+        if isinstance(names, (str, bytes)) or not all(isinstance(n, str) and n for n in names):
+            raise ParamSpecError(f"a ParamSpec's names are a list of non-empty strings, got {self.names!r}")
+        object.__setattr__(self, "names", names)
+        try:
+            shapes = tuple(tuple(_dim(d) for d in s) for s in self.shapes)
+        except TypeError:
+            raise ParamSpecError(f"a ParamSpec's shapes are lists of non-negative integers, got {self.shapes!r}") from None
+        object.__setattr__(self, "shapes", shapes)
         if not self.names:
             raise ParamSpecError("a ParamSpec needs at least one tensor")
         if len(self.names) != len(self.shapes):
@@ -81,8 +116,8 @@ class ParamSpec:
                exclude: Iterable[str] = (), floating_only: bool = True) -> "ParamSpec":
         """Select tensors by glob (``fc2.*``) or regex (``re:^layer4\\.1\\.bn``); order is the state-dict order."""
         sd = state.state_dict() if isinstance(state, nn.Module) else state
-        include, exclude = list(include), list(exclude)
-        if isinstance(include, str) or not include:
+        include, exclude = _check_patterns(include, "include"), _check_patterns(exclude, "exclude")
+        if not include:
             raise ParamSpecError("include must be a non-empty list of patterns, e.g. ['fc2.*', 'fc3.*']")
         names = [
             k for k, v in sd.items()
@@ -191,8 +226,15 @@ class ParamSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ParamSpec":
-        """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["names"]), tuple(tuple(s) for s in d["shapes"]))
+        """Inverse of :meth:`to_dict` (checked: names and shapes present, as long as each other, shapes >= 0)."""
+        if not isinstance(d, Mapping) or "names" not in d or "shapes" not in d:
+            raise ParamSpecError(f"a ParamSpec dict needs 'names' and 'shapes', got {str(d)[:120]}")
+        if not isinstance(d["shapes"], (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in d["shapes"]):
+            raise ParamSpecError(f"a ParamSpec's shapes are lists of integers, got {str(d['shapes'])[:120]}")
+        spec = cls(tuple(d["names"]), tuple(tuple(s) for s in d["shapes"]))
+        if "numel" in d and d["numel"] != spec.numel:
+            raise ParamSpecError(f"the spec says numel={d['numel']} but its shapes add up to {spec.numel}")
+        return spec
 
     def save(self, path: str | Path) -> None:
         """Write as JSON."""
@@ -202,8 +244,13 @@ class ParamSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> "ParamSpec":
-        """Read from JSON."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read from JSON (a missing, corrupt or inconsistent file is a clear error naming it)."""
+        from .atomic_io import read_json
+
+        try:
+            return cls.from_dict(read_json(path))
+        except ParamSpecError as e:
+            raise ParamSpecError(f"{path}: {e}; the file is damaged — restore it or re-collect") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,12 +446,25 @@ def make_normaliser(kind: str, spec: ParamSpec | None = None) -> Normaliser:
 
 def load_normaliser(directory: str | Path, prefix: str = "normaliser") -> Normaliser:
     """Read a normaliser written by :meth:`Normaliser.save`."""
-    from safetensors.torch import load_file
+
+    from .atomic_io import load_tensors, read_json
 
     d = Path(directory)
-    cfg = json.loads((d / f"{prefix}.json").read_text())
-    st = load_file(str(d / f"{prefix}.safetensors"))
-    kind = cfg["kind"]
+    cfg = read_json(d / f"{prefix}.json")
+    kind = cfg.get("kind") if isinstance(cfg, dict) else None
+    if kind == "none":
+        return IdentityNormaliser()
+    st = load_tensors(d / f"{prefix}.safetensors")
+    need = {"position": ("mean", "std"), "layer": ("mean", "std", "layer_ids"), "task": ("mean", "std", "tasks")}
+    if kind not in need:
+        raise ValueError(f"{d / (prefix + '.json')}: unknown normaliser kind {kind!r} (none, position, layer or task)")
+    missing = [k for k in ("eps",) if k not in cfg] + [k for k in need[kind] if k not in st]
+    if missing:
+        raise ValueError(f"{d / prefix}.json/.safetensors: a {kind!r} normaliser needs {missing}; the files are "
+                         "damaged or from another version — re-fit and save the generator")
+    if st["mean"].shape != st["std"].shape or not torch.isfinite(st["mean"]).all() or (st["std"] <= 0).any():
+        raise ValueError(f"{d / prefix}.safetensors: mean/std are inconsistent (shapes {tuple(st['mean'].shape)} vs "
+                         f"{tuple(st['std'].shape)}, or non-finite / non-positive values); re-fit the generator")
     if kind == "none":
         return IdentityNormaliser()
     if kind == "position":

@@ -27,7 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .atomic_io import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
+from .atomic_io import (atomic_write_json, atomic_write_text, load_tensors, read_json, record_checksum, save_tensors,
+                        verify_checksum)
 from .data import imagenet_input
 from .params import ParamSpec, check_finite
 
@@ -425,6 +426,7 @@ class StyleZoo:
         out = []
         for s in (self.styles if styles is None else styles):
             if s not in self._vectors:
+                verify_checksum(self.root, f"styles/{_file(s)}.safetensors", f"the checkpoints of style {s!r}")
                 self._vectors[s] = load_tensors(self.root / "styles" / f"{_file(s)}.safetensors")["vectors"]
             out.append(self._vectors[s])
         return torch.cat(out)
@@ -582,6 +584,7 @@ def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool =
     for i, style in enumerate(tqdm(cfg.styles, desc="styles", disable=not progress)):
         path = root / "styles" / f"{_file(style)}.safetensors"
         if path.exists():
+            verify_checksum(root, f"styles/{_file(style)}.safetensors", f"the checkpoints of style {style!r}")
             stored = load_tensors(path)
             vecs, losses = stored["vectors"], stored["loss"].tolist()
         else:
@@ -590,6 +593,7 @@ def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool =
             vecs, losses = _train_style(cfg, model, spec, i, style, images["train"], feats, progress)
             check_finite(vecs, f"the LoRA checkpoints of style {style!r}")
             save_tensors(path, {"vectors": vecs, "loss": torch.tensor(losses)}, metadata={"style": style})
+            record_checksum(root, f"styles/{_file(style)}.safetensors")
             seconds[style] = time.perf_counter() - t1
             atomic_write_json(root / "timings.json", seconds)
         rows += [{"style": style, "kind": "algorithmic" if style in ALGORITHMIC_STYLES else "image",

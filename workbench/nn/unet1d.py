@@ -47,7 +47,12 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _gn(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, c), c)
+    # up to 8 groups, the largest count that divides c: channel widths like 12 (4 + 8 at a skip) would otherwise
+    # fail with torch's divisibility error; every width that worked before keeps its group count
+    g = min(8, c)
+    while c % g:
+        g -= 1
+    return nn.GroupNorm(g, c)
 
 
 class _ResBlock(nn.Module):

@@ -96,9 +96,13 @@ def cli_case(name: str, group: str, argv: Callable[[Any], list[str]] | list[str]
 
 def classify(case: Case, fx: Any) -> CaseResult:
     """Run one case and say what happened (see the module docstring)."""
-    guarded = list(case.guard(fx)) if case.guard else []
-    before = snapshot(guarded) if guarded else {}
     t0 = time.perf_counter()
+    try:
+        guarded = list(case.guard(fx)) if case.guard else []
+    except Exception as e:  # a case whose setup breaks is a defect of the matrix: it must show, not stop the run
+        return CaseResult(case.name, case.group, "traceback", f"setup failed: {type(e).__name__}: {e}",
+                          time.perf_counter() - t0)
+    before = snapshot(guarded) if guarded else {}
     outcome, detail = "handled", ""
     try:
         result = case.action(fx)

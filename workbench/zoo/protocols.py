@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..evaluate import MemberEvaluator, split_model
+from ..faults import fault_point
 from ..params import ParamSpec
 from .architectures import build_model
 from .config import ZooConfig
@@ -34,20 +34,6 @@ def _rows(cfg: ZooConfig, ids: list[int], tr, te, extra: list[dict[str, Any]]) -
          **extra[k]}
         for k, i in enumerate(ids)
     ]
-
-
-_FAULT_COUNT = {"n": 0}
-
-
-def _fault_point(name: str) -> None:
-    """Crash on purpose when ``WORKBENCH_FAULT=<name>:<k>`` (the k-th time): lets tests kill a run at the worst
-    moment — a shard committed but the trajectory state not yet saved — deterministically."""
-    spec = os.environ.get("WORKBENCH_FAULT", "")
-    if not spec.startswith(name + ":"):
-        return
-    _FAULT_COUNT["n"] += 1
-    if _FAULT_COUNT["n"] >= int(spec.split(":", 1)[1]):
-        os._exit(17)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -117,6 +103,10 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
     # Resume point: the trajectory state saved after the last committed shard (or replay from the start).
     step = 0
     saved = store.load_state("trajectory")
+    if saved is not None and any(m not in done for m in range(int(saved[1]["step"]) // cfg.save_every)):
+        # members before the saved position were lost (a shard deleted, or moved aside by `zoo repair`): the
+        # trajectory is deterministic, so replay it from the base model and commit only the missing members
+        saved = None
     if saved is not None:
         tensors, meta = saved
         with torch.no_grad():
@@ -159,7 +149,7 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
             te = evaluator(vecs, data.x_test, data.y_test)
             extra = [{"seed": cfg.seed, "step": s} for s in pending_steps]
             store.add_shard(_rows(cfg, pending_ids, tr, te, extra), vecs)
-            _fault_point("after_shard")
+            fault_point("after_shard")
             state = {f"param.{n}": p.detach().clone() for n, p in zip(trainable_suffix, params)}
             for i, p in enumerate(params):
                 buf = opt.state.get(p, {}).get("momentum_buffer")
@@ -217,10 +207,11 @@ def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_
 
     ``base_cache``: a directory where trained base models are shared between zoos (see :func:`base_key`)."""
     store = ZooStore(root)
-    # The spec depends only on the architecture, so the directory is checked before any training.
+    # The spec depends only on the architecture, and the data must load: both are checked before anything is
+    # written, so a bad config leaves no half-made zoo directory behind.
     spec = ParamSpec.select(build_model(config.arch, seed=config.seed), config.select, config.exclude)
-    store.init(config, spec)
     data = config.data.load()
+    store.init(config, spec)
     if config.protocol == "seeds":
         _collect_seeds(config, spec, store, data, progress)
     else:

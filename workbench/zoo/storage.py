@@ -8,6 +8,9 @@ lose at most the shard being written; it never leaves a member half-written or l
 from __future__ import annotations
 
 import json
+import numbers
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,22 +18,69 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..atomic_io import atomic_path, atomic_write_json, load_tensor_metadata, load_tensors, read_json, save_tensors
+from ..atomic_io import (CorruptFileError, atomic_write_csv, atomic_write_json, file_sha256, load_tensor_metadata,
+                         load_tensors, read_json, save_tensors)
 from ..params import ParamSpec, check_finite
 from .architectures import build_model
 from .config import ZooConfig
 
-__all__ = ["ZooStore", "Zoo", "ZooMismatchError"]
+__all__ = ["ZooStore", "Zoo", "ZooMismatchError", "ZooCorruptError", "ShardProblem", "repair_zoo"]
 
 MANIFEST = "manifest.csv"
+CHECKSUMS = "checksums.json"
+QUARANTINE = "quarantine"
 
 
 class ZooMismatchError(ValueError):
     """A directory already holds a different zoo."""
 
 
+@dataclass(frozen=True)
+class ShardProblem:
+    """One shard that cannot be used: ``kind`` is ``missing``, ``unreadable`` or ``checksum``."""
+
+    shard: str
+    kind: str
+    members: tuple[int, ...]
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line for an error message."""
+        who = f"members {list(self.members)}" if self.members else "members unknown"
+        what = {"missing": "is missing", "unreadable": "is unreadable",
+                "checksum": "does not match its recorded checksum"}[self.kind]
+        return f"shards/{self.shard} {what} ({who}){': ' + self.detail if self.detail else ''}"
+
+
+class ZooCorruptError(CorruptFileError):
+    """Some shards of a zoo are missing, unreadable or altered; nothing was changed on disk."""
+
+    def __init__(self, root: Path, problems: list[ShardProblem]) -> None:
+        self.root, self.problems = root, problems
+        lines = "; ".join(p.describe() for p in problems)
+        fix = []
+        if any(p.kind != "missing" for p in problems):
+            fix.append(f"`python -m workbench zoo repair {root}` moves the damaged shards aside (into "
+                       f"{QUARANTINE}/, nothing is deleted)")
+        fix.append("re-run the collection (`python -m workbench zoo collect`, or workbench.zoo.collect) to restore "
+                   "the members")
+        super().__init__(f"zoo {root}: {lines}. To fix: " + ", then ".join(fix))
+
+
+@dataclass
+class ShardScan:
+    """What a zoo directory holds: the usable member rows, the problems, and the checksum index."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[ShardProblem] = field(default_factory=list)
+    index: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 class ZooStore:
-    """Writer side of a zoo directory (used by the collection protocols)."""
+    """Writer side of a zoo directory (used by the collection protocols).
+
+    Every shard's sha256 and member ids are recorded in ``checksums.json`` when it is committed, so a shard that
+    later changes on disk or disappears is noticed on load and named with the members it held."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -38,44 +88,69 @@ class ZooStore:
 
     def init(self, config: ZooConfig, spec: ParamSpec) -> None:
         """Create the directory, or check that it holds this very zoo (resume)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.shards.mkdir(exist_ok=True)
-        for tmp in self.root.rglob(".*.tmp"):  # leftovers of an interrupted atomic write
-            tmp.unlink()
         cfg_path = self.root / "config.json"
+        spec_path = self.root / "spec.json"
+        # everything is checked before anything is written: a refused collection leaves the directory as it was
         if cfg_path.exists():
             old = read_json(cfg_path)
             if old != json.loads(json.dumps(config.to_dict())):
                 raise ZooMismatchError(
                     f"{self.root} already holds a zoo with a different config; use another directory "
                     "or delete this one to start over")
-        else:
+        if spec_path.exists() and ParamSpec.load(spec_path) != spec:
+            raise ZooMismatchError(f"{self.root}/spec.json differs from the spec of this collection")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.shards.mkdir(exist_ok=True)
+        for tmp in self.root.rglob(".*.tmp"):  # leftovers of an interrupted atomic write (never a committed file)
+            tmp.unlink()
+        if not cfg_path.exists():
             atomic_write_json(cfg_path, config.to_dict())
-        spec_path = self.root / "spec.json"
-        if spec_path.exists():
-            if ParamSpec.load(spec_path) != spec:
-                raise ZooMismatchError(f"{self.root}/spec.json differs from the spec of this collection")
-        else:
+        if not spec_path.exists():
             spec.save(spec_path)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """All committed member rows, rebuilt from the shard headers."""
-        rows = []
-        for shard in sorted(self.shards.glob("shard-*.safetensors")):
-            try:
-                meta = load_tensor_metadata(shard)
-            except Exception:
-                shard.unlink()  # unreadable shard (should not happen with atomic writes): drop and redo
+    # -- reading --------------------------------------------------------------------------------------------
+    def checksums(self) -> dict[str, dict[str, Any]]:
+        """The checksum index ``{shard name: {"sha256", "members"}}`` (empty for zoos written before it existed)."""
+        path = self.root / CHECKSUMS
+        return dict(read_json(path).get("shards", {})) if path.exists() else {}
+
+    def scan(self, verify: bool = True) -> ShardScan:
+        """Read every shard header (and, with ``verify``, its checksum); never changes anything on disk."""
+        out = ShardScan(index=self.checksums())
+        files = {p.name: p for p in sorted(self.shards.glob("shard-*.safetensors"))} if self.shards.exists() else {}
+        for name, entry in out.index.items():
+            if name not in files:
+                out.problems.append(ShardProblem(name, "missing", tuple(entry.get("members", ()))))
+        for name, path in files.items():
+            entry = out.index.get(name)
+            members = tuple(entry.get("members", ())) if entry else ()
+            if verify and entry is not None and file_sha256(path) != entry.get("sha256"):
+                out.problems.append(ShardProblem(name, "checksum", members, "its bytes changed after it was written"))
                 continue
-            rows.extend(json.loads(meta["rows"]))
-        return rows
+            try:
+                rows = json.loads(load_tensor_metadata(path)["rows"])
+            except (CorruptFileError, KeyError, ValueError) as e:
+                out.problems.append(ShardProblem(name, "unreadable", members, str(e).split(";")[0][-160:]))
+                continue
+            out.rows.extend(rows)
+        return out
+
+    def rows(self, allow_missing: bool = False) -> list[dict[str, Any]]:
+        """All committed member rows; raises :class:`ZooCorruptError` when a shard is damaged (or missing,
+        unless ``allow_missing``: a collection redoes missing members)."""
+        scan = self.scan()
+        bad = [p for p in scan.problems if not (allow_missing and p.kind == "missing")]
+        if bad:
+            raise ZooCorruptError(self.root, bad)
+        return scan.rows
 
     def done_ids(self) -> set[int]:
-        """Member ids already committed."""
-        return {int(r["member_id"]) for r in self.rows()}
+        """Member ids already committed (missing shards' members are not: the collection redoes them)."""
+        return {int(r["member_id"]) for r in self.rows(allow_missing=True)}
 
+    # -- writing ----------------------------------------------------------------------------------------------
     def add_shard(self, rows: list[dict[str, Any]], vectors: torch.Tensor) -> None:
-        """Commit members: one atomic shard write, then the manifest is refreshed."""
+        """Commit members: one atomic shard write, its checksum, then the manifest is refreshed."""
         if len(rows) != vectors.shape[0]:
             raise ValueError(f"{len(rows)} rows for {vectors.shape[0]} vectors")
         check_finite(vectors, "the member vectors")
@@ -87,15 +162,38 @@ class ZooStore:
         for i, r in enumerate(rows):
             r["shard"], r["index"] = name, i
         save_tensors(self.shards / name, {"vectors": vectors.float()}, metadata={"rows": json.dumps(rows)})
+        # A crash here leaves a readable shard without an index entry: it is accepted (unverified) and indexed by
+        # the next commit, so no member is lost or duplicated.
+        self._write_index(extra={name: ids})
         self.write_manifest()
 
-    def write_manifest(self) -> pd.DataFrame:
-        """Rewrite manifest.csv from the shards (atomic)."""
-        df = pd.DataFrame(self.rows())
+    def _write_index(self, extra: dict[str, list[int]] | None = None, drop: Iterable[str] = ()) -> None:
+        index = self.checksums()
+        for name in drop:
+            index.pop(name, None)
+        present = {p.name: p for p in self.shards.glob("shard-*.safetensors")}
+        for name, ids in (extra or {}).items():
+            index[name] = {"sha256": file_sha256(present[name]), "members": sorted(ids)}
+        for name, path in present.items():  # shards committed just before a crash, not indexed yet
+            if name not in index:
+                try:
+                    ids = [int(r["member_id"]) for r in json.loads(load_tensor_metadata(path)["rows"])]
+                except (CorruptFileError, KeyError, ValueError):
+                    continue  # a damaged, unindexed shard stays unindexed: scan() reports it
+                index[name] = {"sha256": file_sha256(path), "members": ids}
+        atomic_write_json(self.root / CHECKSUMS, {"algorithm": "sha256", "shards": dict(sorted(index.items()))})
+
+    def manifest(self, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+        """The member table (one row per member, in member-id order)."""
+        df = pd.DataFrame(self.rows() if rows is None else rows)
         if len(df):
             df = df.sort_values("member_id").reset_index(drop=True)
-        with atomic_path(self.root / MANIFEST) as tmp:
-            df.to_csv(tmp, index=False)
+        return df
+
+    def write_manifest(self) -> pd.DataFrame:
+        """Rewrite manifest.csv from the usable shards (atomic)."""
+        df = self.manifest(self.rows(allow_missing=True))
+        atomic_write_csv(self.root / MANIFEST, df)
         return df
 
     def save_state(self, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
@@ -110,6 +208,34 @@ class ZooStore:
         return load_tensors(path), json.loads(load_tensor_metadata(path).get("meta", "{}"))
 
 
+def repair_zoo(root: str | Path) -> dict[str, Any]:
+    """Move damaged shards aside (into ``quarantine/<time>/``, never deleted) and forget missing ones, so that the
+    next collection restores their members. Returns what was done."""
+    store = ZooStore(root)
+    if not (store.root / "config.json").exists():
+        raise FileNotFoundError(f"{store.root} is not a zoo directory (no config.json)")
+    scan = store.scan()
+    moved, forgotten, members = [], [], []
+    stamp, k = time.strftime("%Y%m%d-%H%M%S"), 0
+    dest = store.root / QUARANTINE / stamp
+    while dest.exists():  # never move a shard onto an earlier quarantined one
+        k += 1
+        dest = store.root / QUARANTINE / f"{stamp}-{k}"
+    for p in scan.problems:
+        members.extend(p.members)
+        if p.kind == "missing":
+            forgotten.append(p.shard)
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        (store.shards / p.shard).rename(dest / p.shard)
+        moved.append(str(dest / p.shard))
+    if scan.problems:
+        store._write_index(drop=[p.shard for p in scan.problems])
+        store.write_manifest()
+    return {"root": str(store.root), "moved_aside": moved, "forgotten": forgotten,
+            "members_to_recollect": sorted(set(members)), "ok": not scan.problems}
+
+
 class Zoo:
     """A collected zoo, read-only: members' vectors, manifest, config, spec and base model."""
 
@@ -120,8 +246,8 @@ class Zoo:
                                     "with workbench.zoo.collect(...) or `python -m workbench zoo collect`")
         self.config = ZooConfig.from_dict(read_json(self.root / "config.json"))
         self.spec = ParamSpec.load(self.root / "spec.json")
-        store = ZooStore(self.root)
-        self.manifest = store.write_manifest() if (self.root / "shards").exists() else pd.DataFrame()
+        # read-only: a damaged shard is reported (file and members), never dropped or rewritten here
+        self.manifest = ZooStore(self.root).manifest()
         if not len(self.manifest):
             raise ValueError(f"zoo {self.root} has no members yet; run the collection (it resumes)")
         self._vectors: torch.Tensor | None = None
@@ -156,6 +282,10 @@ class Zoo:
         m = build_model(self.config.arch)
         m.load_state_dict(self.base_state())
         if member is not None:
+            if isinstance(member, bool) or not isinstance(member, numbers.Integral) \
+                    or not -len(self) <= member < len(self):
+                raise IndexError(f"zoo {self.config.name!r} has {len(self)} members (rows 0..{len(self) - 1}); "
+                                 f"got member={member!r}")
             vector = self.vectors()[member]
         if vector is not None:
             self.spec.load_into(m, vector)
