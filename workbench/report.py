@@ -9,7 +9,7 @@ from typing import Any
 
 from .atomic_io import atomic_write_json, atomic_write_text
 
-__all__ = ["ReportError", "run_report", "record_metrics", "notebook_paths", "execute_notebook"]
+__all__ = ["ReportError", "execute_notebook", "notebook_paths", "record_metrics", "run_report"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,12 +28,20 @@ def record_metrics(run_dir: str | Path, notebook: str, metrics: dict[str, Any]) 
 def notebook_paths(notebooks_dir: str | Path | None = None, only: list[str] | None = None) -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in order (optionally those whose name starts with ``only``)."""
     d = Path(notebooks_dir) if notebooks_dir else REPO / "notebooks"
-    nbs = sorted(p for p in d.glob("[0-9][0-9]_*.ipynb"))
+    every = sorted(p for p in d.glob("[0-9][0-9]_*.ipynb"))
+    if not every:
+        raise ReportError(f"no notebooks NN_*.ipynb found in {d}")
+    if isinstance(only, str):
+        only = [only]
     if only:
-        nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
-    if not nbs:
-        raise ReportError(f"no notebooks NN_*.ipynb found in {d}" + (f" matching {only}" if only else ""))
-    return nbs
+        if not all(isinstance(o, str) and o.strip() for o in only):
+            raise ReportError(f"--only needs notebook numbers or name prefixes (e.g. 01, 03_sampling), got {only!r}")
+        nbs = [p for p in every if any(p.name.startswith(o) for o in only)]
+        if not nbs:
+            raise ReportError(f"no notebook in {d} matches --only {only}; the notebooks are "
+                              f"{[p.stem for p in every]} (pass a number such as 01 or a name prefix)")
+        return nbs
+    return every
 
 
 def execute_notebook(nb: Path, out: Path, parameters: dict[str, Any], kernel: str = "python3",
@@ -64,17 +72,30 @@ def _html(executed: Path) -> Path:
 def run_report(preset: str, *, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
                seed: int = 0, device: str = "cpu", only: list[str] | None = None,
                notebooks_dir: str | Path | None = None, html: bool = True) -> Path:
-    """Execute the notebooks in order for ``preset``; returns the report directory."""
-    out = Path(out_dir) if out_dir else REPO / "reports" / preset
-    run = Path(run_dir).resolve() if run_dir else (REPO / "runs" / preset)
+    """Execute the notebooks in order for ``preset``; returns the report directory.
+
+    Everything is checked before any folder is made: the preset (a bundled name or a .json path), the notebooks
+    (``only`` must match one), and ``out_dir``/``run_dir`` (not a file, not empty). The default folders are
+    ``reports/<preset>`` and ``runs/<preset>`` (for a preset given as a path: its ``name``)."""
+    from .paths import check_output_dir
+    from .presets import is_preset_path, load_preset
+
+    p = load_preset(preset)  # a ValueError naming the problem, before anything is written
+    if is_preset_path(preset):  # the folders take the preset's name; the notebooks (run in notebooks/) its full path
+        folder, nb_param = p.name, str(Path(preset).expanduser().resolve())
+    else:
+        folder, nb_param = str(preset), str(preset)
+    out = check_output_dir(out_dir, "report folder (--out)") or REPO / "reports" / folder
+    run = (check_output_dir(run_dir, "run folder (--run-dir)") or REPO / "runs" / folder).resolve()
+    nbs = notebook_paths(notebooks_dir, only)
     out.mkdir(parents=True, exist_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    for nb in notebook_paths(notebooks_dir, only):
+    for nb in nbs:
         t0 = time.perf_counter()
         print(f"[report] {nb.name} (preset {preset}) ...", flush=True)
         executed = out / nb.name
-        execute_notebook(nb, executed, {"preset": preset, "seed": seed, "device": device, "run_dir": str(run)})
+        execute_notebook(nb, executed, {"preset": nb_param, "seed": seed, "device": device, "run_dir": str(run)})
         if html:
             _html(executed)
         timings[nb.stem] = round(time.perf_counter() - t0, 1)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..paths import safe_name
 from ..zoo.config import ZooConfig
 
-__all__ = ["Preset", "load_preset", "available_presets"]
+__all__ = ["Preset", "available_presets", "is_preset_path", "load_preset", "preset_file", "preset_folder"]
 
 
 @dataclass(frozen=True)
@@ -85,21 +87,100 @@ class Preset:
         return self.zoos[key]
 
 
+#: A bundled preset's name (it is also the default folder name under runs/ and reports/).
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: Preset sections whose keys become directory names (``<run>/zoos/<key>``, ...): each must be a JSON object.
+NAMED_SECTIONS = ("zoos", "lora_zoos", "text_lora_zoos", "style_zoos", "generators")
+#: Other sections that must be JSON objects when present.
+OBJECT_SECTIONS = ("bench", "analysis")
+
+
 def available_presets() -> list[str]:
     """Names of the bundled presets."""
     return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".json"))
 
 
-def load_preset(name_or_path: str | Path) -> Preset:
-    """Load a bundled preset by name, or a preset JSON file by path."""
-    p = Path(name_or_path)
-    if p.suffix == ".json" and p.exists():
-        raw = json.loads(p.read_text())
-    else:
-        f = resources.files(__package__) / f"{name_or_path}.json"
-        if not f.is_file():
-            raise ValueError(f"unknown preset {name_or_path!r}; bundled presets: {available_presets()} "
-                             "(or pass the path of a preset .json)")
-        raw = json.loads(f.read_text())
-    zoos = {k: ZooConfig.from_dict(v) for k, v in raw.get("zoos", {}).items()}
+def is_preset_path(name_or_path: str | Path) -> bool:
+    """A preset given as a file path (it contains a ``/`` or ends ``.json``) rather than a bundled name."""
+    s = str(name_or_path)
+    return "/" in s or "\\" in s or s.endswith(".json")
+
+
+def _unknown(name_or_path: object, why: str = "") -> ValueError:
+    return ValueError(f"unknown preset {str(name_or_path)!r}{why}; bundled presets: {available_presets()} "
+                      "(or pass the path of an existing preset .json file)")
+
+
+def preset_file(name_or_path: str | Path) -> Path:
+    """The file of a preset: a bundled name (``ci``, ``default``, ...) or the path of an existing ``.json`` file.
+
+    Anything else (a name with ``..`` or other characters, a missing file, a path that is not ``.json``) is a
+    ValueError listing the bundled presets; nothing outside ``workbench/presets/`` is reached by name."""
+    if not isinstance(name_or_path, (str, Path)):
+        raise _unknown(name_or_path, " (a preset is a name or a path)")
+    if is_preset_path(name_or_path):
+        p = Path(name_or_path).expanduser()
+        if p.suffix != ".json":
+            raise _unknown(name_or_path, " (a preset path must end in .json)")
+        if not p.is_file():
+            raise _unknown(name_or_path, " (no such .json file)")
+        return p
+    if not PRESET_NAME.fullmatch(name_or_path):
+        raise _unknown(name_or_path)
+    f = resources.files(__package__) / f"{name_or_path}.json"
+    if not f.is_file():
+        raise _unknown(name_or_path)
+    return Path(str(f))
+
+
+def preset_folder(name_or_path: str | Path) -> str:
+    """The folder name of a preset under ``runs/`` and ``reports/``: the bundled name, or the preset's own
+    ``name`` for a preset given as a path (checked as a safe directory name when the preset is loaded)."""
+    if not is_preset_path(name_or_path):
+        preset_file(name_or_path)  # validates the name
+        return str(name_or_path)
+    return load_preset(name_or_path).name
+
+
+def _bad(where: str, problem: str) -> ValueError:
+    """Every problem of a preset file is a ValueError naming the file."""
+    return ValueError(f"preset {where}{problem}")
+
+
+def _parse(raw: Any, where: str) -> Preset:
+    if not isinstance(raw, dict):
+        raise _bad(where, f" must be a JSON object, got {type(raw).__name__}")
+    if "name" not in raw:
+        raise _bad(where, " has no 'name' (add \"name\": \"<preset name>\")")
+    safe_name(raw["name"], f"preset {where}: name", PRESET_NAME, "letters, digits, '_' and '-', starting with a "
+              "letter or digit")
+    if not isinstance(raw.get("description", ""), str):
+        raise _bad(where, ": 'description' must be a string")
+    for section in (*NAMED_SECTIONS, *OBJECT_SECTIONS):
+        if section in raw and not isinstance(raw[section], dict):
+            raise _bad(where, f": section {section!r} must be a JSON object (key -> settings), "
+                              f"got {type(raw[section]).__name__}")
+    for section in NAMED_SECTIONS:
+        for key, value in raw.get(section, {}).items():
+            safe_name(key, f"preset {where}: {section} key")
+            if not isinstance(value, dict):
+                raise _bad(where, f": {section}[{key!r}] must be a JSON object, got {type(value).__name__}")
+    zoos = {}
+    for k, v in raw.get("zoos", {}).items():
+        zoos[k] = ZooConfig.from_dict(v, what=f"preset {where}: zoo {k!r}")
     return Preset(raw["name"], raw.get("description", ""), zoos, raw.get("bench", {}), raw)
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load a bundled preset by name, or a preset JSON file by path (see :func:`preset_file`).
+
+    The preset is checked before it is used: valid JSON, a ``name``, sections of the right type, keys that are
+    safe directory names (:func:`workbench.paths.safe_name`: no ``/``, no ``..``) and zoo configs that build; any
+    problem is a ValueError naming the file."""
+    f = preset_file(name_or_path)
+    where = str(f) if is_preset_path(name_or_path) else f"{f.name} (bundled)"
+    try:
+        raw = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"preset {where} is not valid JSON ({e})") from None
+    return _parse(raw, where)

@@ -42,9 +42,11 @@ class ArchConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ArchConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
+    def from_dict(cls, d: dict, what: str = "arch config") -> ArchConfig:
+        """Inverse of :meth:`to_dict`; unknown keys, missing keys and wrongly typed values are a ValueError."""
+        from ..config_check import build
+
+        return build(cls, d, what)
 
 
 def _mlp3(cfg: ArchConfig) -> nn.Module:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ..data import TaskData, load_dataset
+from ..config_check import build, check_fields
+from ..data import TaskData, available_datasets, load_dataset
 from .architectures import ArchConfig
 from .training import TrainConfig
 
-__all__ = ["DataConfig", "ZooConfig", "PROTOCOLS"]
+__all__ = ["PROTOCOLS", "DataConfig", "ZooConfig"]
 
 PROTOCOLS = ("dense_subset", "dense_full", "seeds")
 
@@ -25,6 +26,21 @@ class DataConfig:
     n_train: int | None = None
     n_test: int | None = None
     channels: int | None = None  # repeat grey images to this many channels (pretrained RGB backbones)
+
+    def __post_init__(self) -> None:
+        if self.name not in available_datasets():
+            raise ValueError(f"unknown dataset {self.name!r}; choose one of {sorted(available_datasets())}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction!r}")
+        for k in ("image_size", "n_train", "n_test", "channels"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ValueError(f"{k} must be >= 1 (or null), got {v!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], what: str = "data config") -> DataConfig:
+        """From a plain dict; unknown keys and wrongly typed values are a ValueError naming the key."""
+        return build(cls, d, what)
 
     def load(self) -> TaskData:
         """Load the dataset this config names."""
@@ -70,8 +86,9 @@ class ZooConfig:
         object.__setattr__(self, "exclude", tuple(self.exclude))
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {PROTOCOLS}")
-        if self.n_members < 1 or self.save_every < 1 or self.chunk_size < 1:
-            raise ValueError("n_members, save_every and chunk_size must be >= 1")
+        for k in ("n_members", "save_every", "chunk_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (nested configs as dicts)."""
@@ -83,19 +100,19 @@ class ZooConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ZooConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo in a preset must not pass)."""
-        d = dict(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown zoo config keys {sorted(unknown)}; valid keys: {sorted(known)}")
-        d["data"] = DataConfig(**d.get("data", {}))
-        d["train"] = TrainConfig(**d.get("train", {}))
-        arch = dict(d["arch"])
-        d["arch"] = arch
-        return cls(**{**d, "arch": ArchConfig(**arch)})
+    def from_dict(cls, d: dict[str, Any], what: str = "zoo config") -> ZooConfig:
+        """Inverse of :meth:`to_dict`. Unknown keys (here or in ``data``/``arch``/``train``), missing required keys
+        (``name``, ``protocol``, ``arch``, ``n_members``) and values of the wrong type (``n_members: "six"``) are a
+        ValueError naming the key, the value and what is expected (a typo in a preset must not pass)."""
+        d = check_fields(cls, d, what, required=("name", "protocol", "arch", "n_members"))
+        for key, sub in (("data", DataConfig), ("train", TrainConfig), ("arch", ArchConfig)):
+            if not isinstance(d.get(key), sub):
+                d[key] = build(sub, d.get(key, {}), what, path=key)
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
 
-    def with_(self, **changes: Any) -> "ZooConfig":
+    def with_(self, **changes: Any) -> ZooConfig:
         """A copy with some fields changed."""
         return replace(self, **changes)

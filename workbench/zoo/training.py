@@ -45,12 +45,21 @@ class TrainConfig:
     data_seed: int = 0  # the minibatch order; shared by every member so their GEMMs can be fused
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"invalid training config {self}: need epochs >= 0, batch_size >= 1, lr > 0")
+        for name, ok, rule in (("epochs", self.epochs >= 0, ">= 0"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                               ("lr", self.lr > 0, "> 0")):
+            if not ok:
+                raise ValueError(f"invalid training config: {name} must be {rule}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         """Plain-JSON view."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, what: str = "train config") -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys and wrongly typed values are a ValueError naming the key."""
+        from ..config_check import build
+
+        return build(cls, d, what)
 
 
 def batch_schedule(n: int, batch_size: int, epoch: int, data_seed: int) -> list[torch.Tensor]:

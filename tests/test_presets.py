@@ -1,0 +1,143 @@
+"""Every bundled preset loads and every config in it parses; preset names and keys never escape their folders."""
+
+import json
+
+import pytest
+
+from workbench.bench import BENCHMARKS
+from workbench.generators.cond_pdiff import CondPDiffConfig
+from workbench.generators.pdiff import PDiffConfig
+from workbench.paths import check_output_dir, safe_name
+from workbench.presets import available_presets, load_preset, preset_folder
+from workbench.zoo import ZooConfig
+
+BUNDLED = ["ci", "default", "glue", "resnet-bn"]
+
+
+def test_the_bundled_presets_are_the_expected_ones():
+    assert set(BUNDLED) <= set(available_presets())
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_preset_loads_and_every_config_parses(name):
+    p = load_preset(name)
+    assert p.name == name and preset_folder(name) == name
+    for key, cfg in p.zoos.items():
+        assert isinstance(cfg, ZooConfig)
+        assert ZooConfig.from_dict(cfg.to_dict()) == cfg  # the JSON round trip the zoo directory relies on
+    gens = p.raw.get("generators", {})
+    for key in gens:
+        if key in ("pdiff", "seeds"):
+            assert isinstance(p.pdiff_config(key), PDiffConfig)
+        elif key == "cond_pdiff":
+            assert isinstance(p.cond_config(), CondPDiffConfig)
+        elif key == "style":
+            assert isinstance(p.style_config(), CondPDiffConfig)
+            if "config" in gens[key].get("continuous", {}):
+                CondPDiffConfig.from_dict(gens[key]["continuous"]["config"])
+        else:
+            pytest.fail(f"preset {name}: generator {key!r} has no config accessor")
+    for key in p.raw.get("lora_zoos", {}):
+        assert p.lora_zoo(key) is not None
+    for key in p.raw.get("style_zoos", {}):
+        assert p.style_zoo(key) is not None
+    for key in p.raw.get("text_lora_zoos", {}):
+        assert p.text_lora_zoo(key) is not None
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_reference_of_a_preset_exists(name):
+    p = load_preset(name)
+    raw = p.raw
+    zoos = set(p.zoos)
+    task_zoos = set(raw.get("lora_zoos", {})) | set(raw.get("style_zoos", {}))
+    text_zoos = set(raw.get("text_lora_zoos", {}))
+    for bench, settings in p.bench.items():
+        assert bench in BENCHMARKS, f"{name}: bench section {bench!r} names no benchmark"
+        if "zoo" in settings:
+            assert settings["zoo"] in zoos | task_zoos, f"{name}: bench {bench} zoo {settings['zoo']!r}"
+        if "text_zoo" in settings:
+            assert settings["text_zoo"] in text_zoos, f"{name}: bench {bench} text_zoo {settings['text_zoo']!r}"
+        if bench in ("pdiff", "seeds", "analysis"):  # these fit p-diff generators configured in the preset
+            assert ("pdiff" if bench == "analysis" else bench) in raw.get("generators", {})
+        if bench == "cond":
+            assert "cond_pdiff" in raw.get("generators", {})
+    for gen, settings in raw.get("generators", {}).items():
+        for z in settings.get("zoos", []):
+            assert z in zoos, f"{name}: generator {gen} zoo {z!r}"
+        if "zoo" in settings:
+            assert settings["zoo"] in task_zoos | text_zoos, f"{name}: generator {gen} zoo {settings['zoo']!r}"
+    analysis = raw.get("analysis", {})
+    for z in [*analysis.get("zoos", []), *([analysis["ablation_zoo"]] if "ablation_zoo" in analysis else [])]:
+        assert z in zoos, f"{name}: analysis zoo {z!r}"
+
+
+# -- names that become paths ---------------------------------------------------------------------------------
+def _write(tmp_path, raw, name="custom.json"):
+    f = tmp_path / name
+    f.write_text(raw if isinstance(raw, str) else json.dumps(raw))
+    return f
+
+
+def _mini(**zoos):
+    zoo = load_preset("ci").zoos["mlp_seeds"].to_dict()
+    return {"name": "custom", "zoos": {k: zoo for k in zoos} if zoos else {"mine": zoo}}
+
+
+def test_a_preset_given_as_a_path_loads(tmp_path):
+    f = _write(tmp_path, _mini())
+    p = load_preset(str(f))
+    assert p.name == "custom" and list(p.zoos) == ["mine"]
+    assert load_preset(f).name == "custom"
+    assert preset_folder(str(f)) == "custom"
+
+
+@pytest.mark.parametrize("key", ["../../y", "/elsewhere/x", "a/b", "..", "", ".hidden", "a..b", "x\\y"])
+@pytest.mark.parametrize("section", ["zoos", "lora_zoos", "text_lora_zoos", "style_zoos", "generators"])
+def test_a_preset_key_that_is_not_a_plain_name_is_refused(tmp_path, key, section):
+    raw = _mini()
+    raw[section] = {**raw.get(section, {}), key: raw["zoos"]["mine"] if section == "zoos" else {}}
+    f = _write(tmp_path, raw)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=rf"{section} key .*not a valid name"):
+        load_preset(str(f))
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "../../../somewhere/file", "/etc/passwd", "..", "ci/..",
+                                  "", "huge", "ci ", "/nonexistent/preset.json", "c*"])
+def test_a_preset_name_outside_the_presets_folder_is_refused(name):
+    with pytest.raises(ValueError, match="bundled presets"):
+        load_preset(name)
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "not valid JSON"),
+    ({"zoos": {}}, "has no 'name'"),
+    ([1, 2], "must be a JSON object"),
+    ({"name": "x", "zoos": [1]}, "section 'zoos' must be a JSON object"),
+    ({"name": "x", "bench": "fast"}, "section 'bench' must be a JSON object"),
+    ({"name": "x", "zoos": {"a": 3}}, r"zoos\['a'\] must be a JSON object"),
+    ({"name": "../x", "zoos": {}}, "name .*not a valid name"),
+    ({"name": "x", "zoos": {"a": {"name": "a", "protocol": "seeds"}}}, r"zoo 'a'.*missing required keys"),
+])
+def test_a_malformed_preset_is_a_value_error_naming_the_file(tmp_path, content, match):
+    f = _write(tmp_path, content)
+    with pytest.raises(ValueError, match=match) as e:
+        load_preset(str(f))
+    assert str(f) in str(e.value)
+
+
+def test_safe_name_and_check_output_dir(tmp_path):
+    assert safe_name("mlp_dense", "zoo") == "mlp_dense" and safe_name("v1.2-x", "zoo") == "v1.2-x"
+    for bad in ("", "..", "a/b", "/x", "../y", ".x", "a..b", None, 3):
+        with pytest.raises(ValueError, match="not a valid name"):
+            safe_name(bad, "zoo key")
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert check_output_dir(None, "--out") is None
+    assert check_output_dir(tmp_path / "new" / "dir", "--out") == tmp_path / "new" / "dir"
+    assert not (tmp_path / "new").exists()
+    for bad, match in ((f, "is a file"), (f / "sub", "cannot be created"), ("", "is empty")):
+        with pytest.raises(ValueError, match=match):
+            check_output_dir(bad, "--out")
