@@ -8,10 +8,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .atomic_io import atomic_write_csv
 from .evaluate import evaluate
-from .presets import load_preset
+from .presets import load_preset, preset_folder
 
-__all__ = ["BENCHMARKS", "run_benchmark", "matmul_peak_gflops"]
+__all__ = ["BENCHMARKS", "run_benchmark", "matmul_peak_gflops", "bench_robustness"]
 
 
 def matmul_peak_gflops(sizes: tuple[int, ...] = (512, 1024, 2048), seconds: float = 0.3) -> float:
@@ -102,9 +103,12 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {"zoo": bench_zoo}
 
 
 def run_benchmark(name: str, preset: str) -> dict[str, Any]:
-    """Run one benchmark by name."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; available: {sorted(BENCHMARKS)}")
+    """Run one benchmark by name; the name and the preset are checked before any work starts (a ValueError
+    listing the valid benchmarks, or naming what is wrong with the preset)."""
+    if not isinstance(name, str) or name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; available: {sorted(BENCHMARKS)} "
+                         "(python -m workbench bench <name> --preset <preset>)")
+    load_preset(preset)  # an unknown or malformed preset fails here, not minutes into the benchmark
     return BENCHMARKS[name](preset)
 
 
@@ -182,7 +186,7 @@ def bench_analysis(preset: str) -> dict[str, Any]:
     p = load_preset(preset)
     settings = p.bench.get("analysis", {})
     key = settings.get("zoo", "mlp_dense")
-    run = REPO / "runs" / preset
+    run = REPO / "runs" / preset_folder(preset)
     zoo = collect(p.zoo(key), run / "zoos" / key, progress=False, base_cache=run / "bases")
     gen = fit_or_load(zoo, p.pdiff_config(), Path(run) / "generators" / "pdiff" / key, progress=False)
     t0 = time.perf_counter()
@@ -245,7 +249,8 @@ def bench_seeds(preset: str) -> dict[str, Any]:
             gen = PDiff(c).fit(zoo, progress=False)
             seconds[f"fit_{name}"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            samples[name] = gen.sample(n, sampler=sampler, steps=steps, seed=0)
+            # DDPM always runs all T steps: the step count is DDIM's only
+            samples[name] = gen.sample(n, sampler=sampler, steps=steps if sampler == "ddim" else None, seed=0)
             seconds[f"sample_{name}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = seeds_evaluation(zoo, samples, reference=cfg.align_reference, seed=0)
@@ -312,10 +317,10 @@ def bench_cond(preset: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         res = cond_evaluation(zoo, gen, n_samples=n, seed=0)
         seconds["evaluate"] = time.perf_counter() - t0
-        out_dir = REPO / "runs" / preset / "bench_cond"
+        out_dir = REPO / "runs" / preset_folder(preset) / "bench_cond"
         out_dir.mkdir(parents=True, exist_ok=True)
-        res.seen.to_csv(out_dir / "per_task_seen.csv")
-        res.unseen.to_csv(out_dir / "per_task_unseen.csv")
+        atomic_write_csv(out_dir / "per_task_seen.csv", res.seen, index=True)
+        atomic_write_csv(out_dir / "per_task_unseen.csv", res.unseen, index=True)
         lora_params = zoo.spec.numel
     seconds["total"] = time.perf_counter() - t_all
     s = summary(res)
@@ -390,11 +395,11 @@ def bench_style(preset: str) -> dict[str, Any]:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ex = style_experiment(preset, tmp)
-        out_dir = REPO / "runs" / preset / "bench_style"
+        out_dir = REPO / "runs" / preset_folder(preset) / "bench_style"
         out_dir.mkdir(parents=True, exist_ok=True)
-        ex["result"].table.to_csv(out_dir / "per_style.csv", index=False)
-        ex["interpolation"].to_csv(out_dir / "interpolation.csv", index=False)
-        ex["continuous"].to_csv(out_dir / "continuous.csv")
+        atomic_write_csv(out_dir / "per_style.csv", ex["result"].table)
+        atomic_write_csv(out_dir / "interpolation.csv", ex["interpolation"])
+        atomic_write_csv(out_dir / "continuous.csv", ex["continuous"], index=True)
         zoo = ex["zoo"]
         n_styles, lora_params = len(zoo.styles), zoo.spec.numel
     seconds = {**ex["seconds"], "total": time.perf_counter() - t_all}
@@ -419,3 +424,33 @@ def bench_style(preset: str) -> dict[str, Any]:
 
 
 BENCHMARKS["style"] = bench_style
+
+
+def bench_robustness(preset: str) -> dict[str, Any]:
+    """The bad-input matrix of ``workbench.robustness`` (the same cases ``tests/test_bad_inputs.py`` asserts), run
+    once and counted from what happened; per-case outcomes go to ``runs/robustness/cases.csv``. The preset is not
+    used: the matrix builds its own seconds-sized fixtures."""
+    import pandas as pd
+
+    from .report import REPO
+    from .robustness import run_matrix, summarise
+    from .robustness.fixtures import Fixtures
+
+    t0 = time.perf_counter()
+    fx = Fixtures()
+    try:
+        results = run_matrix(fx, progress=False)
+    finally:
+        fx.cleanup()
+    out = summarise(results, time.perf_counter() - t0)
+    table = pd.DataFrame([{"case": r.name, "group": r.group, "outcome": r.outcome, "seconds": round(r.seconds, 2),
+                           "detail": r.detail[:300]} for r in results])
+    atomic_write_csv(REPO / "runs" / "robustness" / "cases.csv", table)
+    bad = table[~table["outcome"].isin(["clear_error", "handled"])]
+    for _, r in bad.iterrows():
+        print(f"[robustness] {r['outcome']}: {r['case']}: {r['detail'][:200]}", flush=True)
+    out["groups"] = {g: int(n) for g, n in table.groupby("group").size().items()}
+    return out
+
+
+BENCHMARKS["robustness"] = bench_robustness

@@ -53,6 +53,25 @@ def _zoo_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_repair(args: argparse.Namespace) -> int:
+    from .zoo.storage import repair_zoo
+
+    report = repair_zoo(args.root)
+    print(json.dumps(report))
+    if report["members_to_recollect"]:
+        print(f"moved aside {len(report['moved_aside'])} damaged shard(s) into quarantine/ (nothing deleted); "
+              f"re-run the collection to restore members {report['members_to_recollect']}", file=sys.stderr)
+    return 0
+
+
+def _zoo_verify(args: argparse.Namespace) -> int:
+    from .zoo import Zoo
+
+    zoo = Zoo(args.root)  # raises ZooCorruptError naming every damaged or missing shard
+    print(json.dumps({"root": str(args.root), "ok": True, "complete": zoo.complete, **zoo.describe()}))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import run_report
 
@@ -100,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--root", default=None, help="zoo directory for --config")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_zoo_collect)
+    v = zsub.add_parser("verify", help="check every shard of a zoo against its recorded checksum (changes nothing)")
+    v.add_argument("root", help="the zoo directory")
+    v.set_defaults(func=_zoo_verify)
+    rp = zsub.add_parser("repair", help="move damaged shards aside (into quarantine/, never deleted) so that the "
+                         "next `zoo collect` restores their members")
+    rp.add_argument("root", help="the zoo directory")
+    rp.set_defaults(func=_zoo_repair)
 
     r = sub.add_parser("report", help="execute the notebooks into reports/<preset>/", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,18 @@ def execute_notebook(nb: Path, out: Path, parameters: dict[str, Any], kernel: st
     from papermill.exceptions import PapermillExecutionError
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    # papermill writes its output as it goes: run into a side file and publish it whole, so ``out`` is always the
+    # last complete execution; a failed run is kept beside it for inspection
+    partial = out.with_name(f"{out.stem}.partial{out.suffix}")
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
+        pm.execute_notebook(str(nb), str(partial), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
                             progress_bar=False, execution_timeout=timeout)
     except PapermillExecutionError as e:
+        failed = out.with_name(f"{out.stem}.failed{out.suffix}")
+        os.replace(partial, failed)
         raise ReportError(f"notebook {nb.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
-                          f"the partly executed notebook is {out}") from None
+                          f"the partly executed notebook is {failed}") from None
+    os.replace(partial, out)
 
 
 def _html(executed: Path) -> Path:

@@ -14,7 +14,7 @@ import torch
 
 from ..atomic_io import CorruptFileError
 from ..params import ParamSpec, ParamSpecError, PositionNormaliser, TaskNormaliser, make_normaliser
-from . import Case
+from . import Case, cli_case
 
 __all__ = ["CASES", "flip_byte", "truncate", "run_python"]
 
@@ -293,3 +293,20 @@ def _try(f) -> None:
         f()
     except Exception:  # noqa: BLE001 — the case only looks at what was left on disk
         pass
+
+
+def _cli_zoo(fx: Any, verb: str) -> list[str]:
+    root = fx.zoo_copy()
+    flip_byte(_shard(root))
+    fx._cli_root = root
+    return ["zoo", verb, str(root)]
+
+
+CASES += [
+    cli_case("cli-zoo-verify-damaged-shard", "zoo-corrupt", lambda fx: _cli_zoo(fx, "verify"),
+             r"shard-000002-000003.*checksum.*zoo repair"),
+    cli_case("cli-zoo-verify-not-a-zoo", "zoo-corrupt", lambda fx: ["zoo", "verify", str(fx.fresh("nz"))],
+             r"not a zoo directory"),
+    cli_case("cli-zoo-repair-not-a-zoo", "zoo-restore", lambda fx: ["zoo", "repair", str(fx.fresh("nz2"))],
+             r"not a zoo directory"),
+]
