@@ -184,10 +184,12 @@ class ZooStore:
         atomic_write_json(self.root / CHECKSUMS, {"algorithm": "sha256", "shards": dict(sorted(index.items()))})
 
     def manifest(self, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-        """The member table (one row per member, in member-id order)."""
+        """The member table (one row per member, in member-id order), with each shard's recorded sha256."""
         df = pd.DataFrame(self.rows() if rows is None else rows)
         if len(df):
             df = df.sort_values("member_id").reset_index(drop=True)
+            sha = {k: v.get("sha256", "") for k, v in self.checksums().items()}
+            df["shard_sha256"] = df["shard"].map(sha).fillna("")
         return df
 
     def write_manifest(self) -> pd.DataFrame:
