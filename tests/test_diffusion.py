@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from workbench.diffusion import (DDIMSampler, DDPMSampler, EMA, NoiseSchedule, ScheduleConfig, diffusion_loss,
-                                 make_sampler)
+from workbench.diffusion import (DDIMSampler, DDPMSampler, EMA, NoiseSchedule, ScheduleConfig, check_condition,
+                                 diffusion_loss, make_sampler)
 from workbench.nn import AEConfig, ParamAutoencoder, UNet1D, UNetConfig
 from workbench.train_loop import LoopConfig, train_module
 
@@ -36,7 +36,7 @@ def test_samplers_reach_the_data_point_with_an_oracle(sampler):
     def oracle(x, t):
         return s.eps_from_x0(x, target.expand_as(x), t)
 
-    smp = make_sampler(s, sampler, steps=25)
+    smp = make_sampler(s, sampler, steps=25 if sampler == "ddim" else None)  # DDPM always runs all T steps
     states = list(smp.trajectory(oracle, (4, 2, 6), generator=torch.Generator().manual_seed(0)))
     assert len(states) == (1000 if sampler == "ddpm" else 25)
     assert [st.t for st in states] == sorted([st.t for st in states], reverse=True) and states[-1].t == 0
@@ -53,6 +53,75 @@ def test_ddim_eta_adds_noise_and_validates_steps():
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler(s, "euler")
     assert isinstance(make_sampler(s, "ddpm"), DDPMSampler)
+
+
+def test_steps_default_and_ddpm_refuses_a_step_count():
+    s = NoiseSchedule()
+    default = make_sampler(s)
+    assert isinstance(default, DDIMSampler) and default.steps == 50 and default.eta == 0.0
+    assert make_sampler(s, "ddim", steps=None).steps == 50 and DDIMSampler(s, steps=None).steps == 50
+    assert type(make_sampler(s, "ddpm", steps=None)) is DDPMSampler
+    assert type(make_sampler(s, "ddpm", steps=1000)) is DDPMSampler  # T itself is what DDPM runs anyway
+    for steps in (25, 0, 999, 2.5):
+        with pytest.raises(ValueError, match=r"DDPM always runs all T=1000 steps.*sampler='ddim'"):
+            make_sampler(s, "ddpm", steps=steps)
+    with pytest.raises(ValueError, match="applies to DDIM only"):
+        make_sampler(s, "ddpm", eta=0.5)
+    for steps in (0, -1, 1001, 2.5, "10", True):
+        with pytest.raises(ValueError, match=r"DDIM steps must lie in \[1, 1000\]"):
+            make_sampler(s, "ddim", steps=steps)
+    for eta in (float("nan"), -1, 1.5, float("inf"), "0"):
+        with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
+            make_sampler(s, "ddim", eta=eta)
+    for name in ("euler", None, "DDIM"):
+        with pytest.raises(ValueError, match="unknown sampler"):
+            make_sampler(s, name)
+
+
+def test_sampler_checks_its_inputs_before_drawing_noise():
+    s = NoiseSchedule()
+    smp = DDIMSampler(s, steps=5)
+
+    def model(x, t, c=None):
+        return torch.zeros_like(x)
+
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    cond = torch.zeros(2, 3)
+    bad = [({"shape": (0, 2, 6)}, "n must be >= 1"),
+           ({"guidance_scale": float("nan"), "cond": cond}, "guidance_scale must be a finite number"),
+           ({"guidance_scale": float("inf"), "cond": cond, "null_cond": torch.zeros(1, 3)}, "finite number"),
+           ({"guidance_scale": 2.0}, "needs a condition"),
+           ({"guidance_scale": 2.0, "cond": cond}, "needs the null condition"),
+           ({"guidance_scale": 2.0, "cond": cond, "null_cond": torch.zeros(1, 4)}, r"null condition has shape \(1, 4\)"),
+           ({"cond": torch.zeros(3, 3)}, r"shape \(3, 3\) but n=2"),
+           ({"cond": torch.full((2, 3), float("nan"))}, "NaN or Inf")]
+    for kw, match in bad:
+        shape = kw.pop("shape", (2, 2, 6))
+        with pytest.raises(ValueError, match=match):
+            smp.trajectory(model, shape, generator=g, **kw)  # raises at the call, not at the first step
+    assert torch.equal(g.get_state(), before)  # nothing was drawn
+    states = list(smp.trajectory(model, (2, 2, 6), cond=cond, guidance_scale=3.0, null_cond=torch.zeros(1, 3),
+                                 generator=g))
+    assert len(states) == 5 and torch.isfinite(states[-1].xt).all()
+
+
+def test_check_condition_against_the_denoiser():
+    check_condition(None, 4, 0)
+    check_condition(torch.zeros(4, 8), 4, 8, null_cond=torch.zeros(1, 8))
+    check_condition(torch.tensor([[0.0], [2.0]]), 2, 16, cond_vocab=2)  # ids 0..vocab (vocab: the null row)
+    with pytest.raises(ValueError, match=r"unconditional.*shape \(4, 8\)"):
+        check_condition(torch.zeros(4, 8), 4, 0)
+    with pytest.raises(ValueError, match=r"conditional: pass cond= of shape \(4, 8\)"):
+        check_condition(None, 4, 8)
+    with pytest.raises(ValueError, match=r"shape \(4, 7\) but this generator expects \(4, 8\)"):
+        check_condition(torch.zeros(4, 7), 4, 8)
+    with pytest.raises(ValueError, match=r"shape \(3, 8\) but this generator expects \(4, 8\)"):
+        check_condition(torch.zeros(3, 8), 4, 8)
+    with pytest.raises(ValueError, match=r"task ids in 0..2"):
+        check_condition(torch.tensor([[0.0], [3.0]]), 2, 16, cond_vocab=2)
+    with pytest.raises(ValueError, match=r"null condition has shape \(1, 5\)"):
+        check_condition(torch.zeros(4, 8), 4, 8, null_cond=torch.zeros(1, 5))
 
 
 def test_autoencoder_shapes_fold_and_vae():

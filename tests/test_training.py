@@ -71,5 +71,5 @@ def test_flop_count_of_mlp3():
 
 
 def test_invalid_train_config():
-    with pytest.raises(ValueError, match="lr > 0"):
+    with pytest.raises(ValueError, match="lr must be > 0"):
         TrainConfig(lr=0.0)

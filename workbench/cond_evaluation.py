@@ -33,9 +33,10 @@ def _acc(ev: MemberEvaluator, vecs: torch.Tensor, data, split: str = "test") -> 
     return ev(vecs, x, y).accuracy
 
 
-def cond_evaluation(zoo, gen, *, n_samples: int = 20, seed: int = 0, sampler: str = "ddim", steps: int = 50,
-                    guidance_scale: float | None = None, evaluator: MemberEvaluator | None = None,
-                    max_train: int = 1000, swap_originals: int = 10) -> CondResult:
+def cond_evaluation(zoo, gen, *, n_samples: int = 20, seed: int = 0, sampler: str = "ddim",
+                    steps: int | None = None, guidance_scale: float | None = None,
+                    evaluator: MemberEvaluator | None = None, max_train: int = 1000,
+                    swap_originals: int = 10) -> CondResult:
     """Evaluate ``gen`` (a fitted :class:`CondPDiff`) on every task of ``zoo``.
 
     The swap check evaluates the weights generated for task i on the next seen task's test split (cyclic), where

@@ -15,7 +15,7 @@ import torch
 from .atomic_io import load_tensors, save_tensors
 
 __all__ = ["TextEncoder", "MiniLMTextEncoder", "OpenCLIPTextEncoder", "one_hot", "make_text_encoder", "ImageEncoder",
-           "EfficientNetImageEncoder", "OpenCLIPImageEncoder", "make_image_encoder"]
+           "EfficientNetImageEncoder", "OpenCLIPImageEncoder", "make_image_encoder", "check_condition_image"]
 
 
 class TextEncoder:
@@ -146,6 +146,33 @@ def one_hot(ids: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # -- image conditions (style images) -------------------------------------------------------------------------------
+def check_condition_image(image: object) -> torch.Tensor:
+    """One condition image, (3, H, W) or (1, 3, H, W) with finite values in [0, 1], as a (1, 3, H, W) float tensor;
+    anything else is a ValueError saying what was given and what is expected."""
+    if not isinstance(image, torch.Tensor):
+        try:
+            image = torch.as_tensor(image)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"the image must be a tensor (3, H, W) in [0, 1], got {type(image).__name__}") from None
+    shape = tuple(image.shape)
+    if image.ndim == 4 and shape[0] != 1:
+        raise ValueError(f"one image (3, H, W) or (1, 3, H, W) is expected, got a batch of shape {shape}: "
+                         "sample once per image")
+    if image.ndim not in (3, 4) or image.shape[-3] != 3 or image.shape[-1] < 1 or image.shape[-2] < 1:
+        raise ValueError(f"the image must be RGB of shape (3, H, W) or (1, 3, H, W) with values in [0, 1], "
+                         f"got shape {shape}")
+    if image.dtype.is_complex or image.dtype == torch.bool:
+        raise ValueError(f"the image must hold real values in [0, 1], got dtype {image.dtype}")
+    x = image.to(torch.float32).reshape(1, *shape[-3:])
+    if not torch.isfinite(x).all():
+        raise ValueError("the image contains NaN or Inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-5 or hi > 1.0 + 1e-5:  # float round-off aside (the encoder clamps to [0, 1])
+        raise ValueError(f"image values must lie in [0, 1], got {lo:.4g}..{hi:.4g}"
+                         f"{' (divide 8-bit images by 255)' if hi > 1.0 else ''}")
+    return x
+
+
 class ImageEncoder:
     """Base class: ``encode(images)`` — (N, 3, H, W) in [0, 1] — → (N, D) L2-normalised embeddings."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
@@ -13,7 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["ScheduleConfig", "NoiseSchedule", "diffusion_loss", "DDPMSampler", "DDIMSampler", "EMA", "make_sampler",
-           "SamplerState"]
+           "SamplerState", "SAMPLERS", "DEFAULT_DDIM_STEPS", "check_num_samples", "check_guidance_scale",
+           "check_condition"]
+
+SAMPLERS = ("ddpm", "ddim")
+DEFAULT_DDIM_STEPS = 50  # what ``steps=None`` means for DDIM (DDPM always runs all T steps)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,112 @@ class SamplerState:
     x0: torch.Tensor
 
 
+# -- argument checks (shared by every sampler and generator: bad input is a clear ValueError, before any sampling) ---
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_num_samples(n: object) -> int:
+    """``n`` as a number of samples: a whole number >= 1 (ValueError otherwise)."""
+    if not _is_int(n) or n < 1:
+        raise ValueError(f"n must be >= 1 (a whole number of samples to generate), got {n!r}")
+    return int(n)
+
+
+def check_guidance_scale(guidance_scale: object) -> float:
+    """A classifier-free guidance scale: any finite number (1: no guidance)."""
+    if not _is_real(guidance_scale) or not math.isfinite(float(guidance_scale)):
+        raise ValueError(f"guidance_scale must be a finite number (1: no guidance, > 1: stronger conditioning), "
+                         f"got {guidance_scale!r}")
+    return float(guidance_scale)
+
+
+def _check_eta(eta: object) -> float:
+    if not _is_real(eta) or not 0.0 <= float(eta) <= 1.0:  # NaN fails the comparison too
+        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: as noisy as DDPM), got {eta!r}")
+    return float(eta)
+
+
+def _shape_of(x: object) -> object:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def check_condition(cond: torch.Tensor | None, n: int, cond_dim: int, *, cond_vocab: int = 0,
+                    null_cond: torch.Tensor | None = None) -> None:
+    """Check a condition against the denoiser it is for: ``cond_dim`` is the condition width the denoiser was
+    trained with (0: unconditional), ``cond_vocab`` > 0 a learnable table of that many task ids (then ``cond`` holds
+    one id per row). ``cond`` must have shape (n, width); the null condition (for guidance) one row of that width."""
+    if not cond_dim:
+        if cond is not None:
+            raise ValueError(f"this generator is unconditional (trained without a condition) but a condition of shape "
+                             f"{_shape_of(cond)} was given: sample without cond=")
+        return
+    width = 1 if cond_vocab else int(cond_dim)
+    what = f"one task id in 0..{cond_vocab} per sample" if cond_vocab else f"one {width}-d condition row per sample"
+    if cond is None:
+        raise ValueError(f"this generator is conditional: pass cond= of shape ({n}, {width}) ({what})")
+    if not isinstance(cond, torch.Tensor):
+        raise TypeError(f"cond must be a torch.Tensor of shape ({n}, {width}), got {type(cond).__name__}")
+    if tuple(cond.shape) != (n, width):
+        raise ValueError(f"the condition has shape {tuple(cond.shape)} but this generator expects ({n}, {width}) for "
+                         f"n={n} ({what}, the width the denoiser was trained with)")
+    if cond_vocab:
+        ids = cond.reshape(-1)
+        if not torch.isfinite(ids).all() or (ids != ids.round()).any() or (ids < 0).any() or (ids > cond_vocab).any():
+            raise ValueError(f"a learnable condition holds task ids in 0..{cond_vocab}, got {ids.tolist()[:8]}")
+    if null_cond is not None and (not isinstance(null_cond, torch.Tensor) or null_cond.numel() != width):
+        raise ValueError(f"the null condition has shape {_shape_of(null_cond)} but this generator's conditions are "
+                         f"{width}-d: pass null_cond of shape (1, {width})")
+
+
+def _check_sampling_inputs(shape: tuple[int, ...], cond: torch.Tensor | None, guidance_scale: object,
+                           null_cond: torch.Tensor | None) -> tuple[int, ...]:
+    """What every sampler checks before drawing any noise: the batch size, the guidance scale, the condition's batch
+    size and values, and the null condition guidance needs."""
+    shape = tuple(shape)
+    if not shape:
+        raise ValueError("shape must start with the number of samples, e.g. (n, C, L)")
+    check_num_samples(shape[0])
+    n = shape[0]
+    gs = check_guidance_scale(guidance_scale)
+    if cond is None:
+        if gs != 1.0:
+            raise ValueError(f"guidance_scale={guidance_scale} needs a condition: classifier-free guidance applies to "
+                             "conditional generators only (leave guidance_scale at 1)")
+        return shape
+    if not isinstance(cond, torch.Tensor):
+        raise TypeError(f"cond must be a torch.Tensor with one row per sample, got {type(cond).__name__}")
+    if cond.ndim < 1 or cond.shape[0] != n:
+        raise ValueError(f"the condition has shape {tuple(cond.shape)} but n={n} samples were asked for: pass one "
+                         f"condition row per sample, shape ({n}, D)")
+    if not cond.is_floating_point():
+        raise ValueError(f"the condition must be a float tensor, got dtype {cond.dtype}")
+    if not torch.isfinite(cond).all():
+        raise ValueError("the condition contains NaN or Inf values")
+    if gs != 1.0:
+        if null_cond is None:
+            raise ValueError("classifier-free guidance needs the null condition (null_cond=...): a generator trained "
+                             "with condition dropout has one; otherwise leave guidance_scale at 1")
+        if not isinstance(null_cond, torch.Tensor):
+            raise TypeError(f"null_cond must be a torch.Tensor, got {type(null_cond).__name__}")
+        try:
+            ok = torch.broadcast_shapes(null_cond.shape, cond.shape) == cond.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"the null condition has shape {tuple(null_cond.shape)}, which does not fit the condition's "
+                             f"shape {tuple(cond.shape)}: pass one row of the same width")
+        if not torch.isfinite(null_cond).all():
+            raise ValueError("the null condition contains NaN or Inf values")
+    return shape
+
+
 def _model_out(model: Callable, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                guidance_scale: float, null_cond: torch.Tensor | None) -> torch.Tensor:
     if cond is None:
@@ -126,7 +237,16 @@ class DDPMSampler:
     def trajectory(self, model: Callable, shape: tuple[int, ...], *, cond: torch.Tensor | None = None,
                    generator: torch.Generator | None = None, device: str | torch.device = "cpu",
                    guidance_scale: float = 1.0, null_cond: torch.Tensor | None = None) -> Iterator[SamplerState]:
-        """Yield the state after every denoising step, from t = T−1 down to 0 (the last is the sample)."""
+        """The state after every denoising step, from t = T−1 down to 0 (the last is the sample).
+
+        The arguments are checked now (ValueError before any noise is drawn); the states come lazily."""
+        shape = _check_sampling_inputs(shape, cond, guidance_scale, null_cond)
+        return self._states(model, shape, cond=cond, generator=generator, device=device,
+                            guidance_scale=guidance_scale, null_cond=null_cond)
+
+    def _states(self, model: Callable, shape: tuple[int, ...], *, cond: torch.Tensor | None,
+                generator: torch.Generator | None, device: str | torch.device, guidance_scale: float,
+                null_cond: torch.Tensor | None) -> Iterator[SamplerState]:
         s = self.schedule
         x = torch.randn(shape, generator=generator).to(device)
         for t_int in reversed(range(s.num_steps)):
@@ -156,19 +276,20 @@ class DDPMSampler:
 class DDIMSampler(DDPMSampler):
     """DDIM over an evenly spaced subsequence of ``steps`` timesteps; ``eta`` = 0 is deterministic."""
 
-    def __init__(self, schedule: NoiseSchedule, steps: int = 50, eta: float = 0.0) -> None:
+    def __init__(self, schedule: NoiseSchedule, steps: int | None = DEFAULT_DDIM_STEPS, eta: float = 0.0) -> None:
         super().__init__(schedule)
-        if not 1 <= steps <= schedule.num_steps:
-            raise ValueError(f"DDIM steps must lie in [1, {schedule.num_steps}], got {steps}")
-        self.steps, self.eta = steps, eta
+        steps = DEFAULT_DDIM_STEPS if steps is None else steps
+        if not _is_int(steps) or not 1 <= steps <= schedule.num_steps:
+            raise ValueError(f"DDIM steps must lie in [1, {schedule.num_steps}] (a whole number, at most the "
+                             f"schedule's T={schedule.num_steps}), got {steps!r}")
+        self.steps, self.eta = int(steps), _check_eta(eta)
 
     def timesteps(self) -> list[int]:
         """The visited timesteps, descending."""
         ts = torch.linspace(0, self.schedule.num_steps - 1, self.steps).round().long().unique()
         return ts.flip(0).tolist()
 
-    def trajectory(self, model, shape, *, cond=None, generator=None, device="cpu", guidance_scale=1.0,
-                   null_cond=None) -> Iterator[SamplerState]:
+    def _states(self, model, shape, *, cond, generator, device, guidance_scale, null_cond) -> Iterator[SamplerState]:
         s = self.schedule
         x = torch.randn(shape, generator=generator).to(device)
         ts = self.timesteps()
@@ -187,13 +308,25 @@ class DDIMSampler(DDPMSampler):
             yield SamplerState(t_int, x, x0)
 
 
-def make_sampler(schedule: NoiseSchedule, name: str = "ddim", steps: int = 50, eta: float = 0.0) -> DDPMSampler:
-    """``ddpm`` (all T steps) or ``ddim`` (``steps`` steps, ``eta``)."""
+def make_sampler(schedule: NoiseSchedule, name: str = "ddim", steps: int | None = None, eta: float = 0.0
+                 ) -> DDPMSampler:
+    """``ddpm`` (all T steps of the schedule) or ``ddim`` (``steps`` steps, default 50; ``eta`` in [0, 1]).
+
+    DDPM has no step count or η of its own: an explicit ``steps`` other than T, or a non-zero ``eta``, is a
+    ValueError rather than silently ignored."""
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}: use 'ddpm' or 'ddim'")
+    eta = _check_eta(eta)
     if name == "ddpm":
+        T = schedule.num_steps
+        if steps is not None and not (_is_int(steps) and steps == T):
+            raise ValueError(f"DDPM always runs all T={T} steps of the schedule, got steps={steps!r}: "
+                             "use sampler='ddim' for fewer steps (or leave steps unset)")
+        if eta != 0.0:
+            raise ValueError(f"eta={eta} applies to DDIM only (DDPM's noise is fixed by the schedule): "
+                             "use sampler='ddim' to set eta")
         return DDPMSampler(schedule)
-    if name == "ddim":
-        return DDIMSampler(schedule, steps=steps, eta=eta)
-    raise ValueError(f"unknown sampler {name!r}: use 'ddpm' or 'ddim'")
+    return DDIMSampler(schedule, steps=steps, eta=eta)
 
 
 class EMA:

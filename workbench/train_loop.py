@@ -7,6 +7,7 @@ resumed run continues exactly as an uninterrupted one would."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,10 +17,31 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .atomic_io import atomic_path, load_tensor_metadata, load_tensors, save_tensors
+from .atomic_io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
 from .diffusion import EMA
+from .faults import fault_point
 
-__all__ = ["LoopConfig", "train_module", "step_generator"]
+__all__ = ["LoopConfig", "train_module", "step_generator", "RunDirMismatchError", "read_history"]
+
+
+class RunDirMismatchError(ValueError):
+    """A run directory holds the checkpoint of a different training job (other data or configuration)."""
+
+
+def read_history(path: str | Path) -> list[dict] | None:
+    """A loss-history CSV as records, or None (with a warning) when it is unreadable: the history is a record of
+    the run, never needed to resume or sample, so a damaged one must not block anything."""
+    import warnings
+
+    try:
+        frame = pd.read_csv(path)
+        if "step" not in frame.columns:
+            raise ValueError("no 'step' column")
+        frame["step"] = pd.to_numeric(frame["step"], errors="raise")
+        return frame.to_dict("records")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        warnings.warn(f"{path}: unreadable loss history ({e}); continuing without it", stacklevel=2)
+        return None
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,27 @@ class LoopConfig:
     log_every: int = 25
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                problems.append(f"{name}={v!r} must be an integer")
+        if not problems:
+            if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+                problems.append("steps >= 0, batch_size >= 1, checkpoint_every >= 1 and log_every >= 1 are required")
+        for name, lo_open in (("lr", True), ("weight_decay", False)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or (v <= 0 if lo_open else v < 0):
+                problems.append(f"{name}={v!r} must be a finite number {'> 0' if lo_open else '>= 0'}")
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float)) and 0 < self.ema_decay < 1):
+            problems.append(f"ema_decay={self.ema_decay!r} must lie in (0, 1) (or be None for no EMA)")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+            problems.append(f"grad_clip={self.grad_clip!r} must be > 0 (or None for no clipping)")
+        if problems:
+            raise ValueError("invalid training loop config: " + "; ".join(problems))
+
     def to_dict(self) -> dict:
         """Plain-JSON view."""
         return asdict(self)
@@ -47,17 +90,16 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def _save(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, step: int, cfg: LoopConfig,
-          history: list[dict]) -> None:
+          history: list[dict], fingerprint: str | None) -> None:
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.shadow.state_dict().items()})
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    save_tensors(path, tensors, metadata={"step": str(step), "config": json.dumps(cfg.to_dict())})
-    hist = path.with_name(path.stem + "_history.csv")
-    with atomic_path(hist) as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
+    save_tensors(path, tensors, metadata={"step": str(step), "config": json.dumps(cfg.to_dict()),
+                                          "fingerprint": fingerprint or ""})
+    atomic_write_csv(path.with_name(path.stem + "_history.csv"), pd.DataFrame(history))
 
 
 def _restore(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None) -> tuple[int, list[dict]]:
@@ -75,7 +117,7 @@ def _restore(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA
     sd["state"] = state
     opt.load_state_dict(sd)
     hist_path = path.with_name(path.stem + "_history.csv")
-    history = pd.read_csv(hist_path).to_dict("records") if hist_path.exists() else []
+    history = (read_history(hist_path) or []) if hist_path.exists() else []
     return step, [h for h in history if h["step"] <= step]
 
 
@@ -88,12 +130,14 @@ def train_module(
     name: str = "model",
     progress: bool = True,
     desc: str | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[pd.DataFrame, EMA | None]:
     """Optimise ``module`` with AdamW on ``loss_fn(generator) -> (loss, logs)`` for ``cfg.steps`` steps.
 
     With ``directory``, a checkpoint ``<name>.safetensors`` is written every ``checkpoint_every`` steps and at the
     end; calling again resumes from it (or returns at once when it is complete). Returns the loss history and the
-    EMA (if any), whose shadow module holds the averaged weights.
+    EMA (if any), whose shadow module holds the averaged weights. ``fingerprint`` identifies what is trained on
+    (data and model settings); a checkpoint written for another fingerprint is refused, never resumed.
     """
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
@@ -102,7 +146,13 @@ def train_module(
     if path is not None and path.exists():
         saved_cfg = json.loads(load_tensor_metadata(path).get("config", "{}"))
         if saved_cfg != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(f"{path} was trained with a different configuration; delete it to retrain")
+            raise RunDirMismatchError(f"{path} was trained with a different configuration; use another run "
+                                      "directory, or delete it to retrain")
+        saved_fp = load_tensor_metadata(path).get("fingerprint", "")
+        if fingerprint and saved_fp and saved_fp != fingerprint:
+            raise RunDirMismatchError(f"{path} is the checkpoint of a training run on other data (fingerprint "
+                                      f"{saved_fp[:12]} ≠ {fingerprint[:12]}); use another run directory, or "
+                                      "delete it to retrain")
         start, history = _restore(path, module, opt, ema)
     module.train()
     bar = tqdm(total=cfg.steps, initial=start, desc=desc or name, disable=not progress, leave=False)
@@ -123,7 +173,8 @@ def train_module(
             bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         bar.update(1)
         if path is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            _save(path, module, opt, ema, step + 1, cfg, history)
+            _save(path, module, opt, ema, step + 1, cfg, history, fingerprint)
+        fault_point("train_step")
     bar.close()
     module.eval()
     return pd.DataFrame(history), ema

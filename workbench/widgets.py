@@ -69,8 +69,9 @@ class SamplingApp(_App):
         """Sample with the current settings and evaluate; sets ``figure`` and ``table`` (draws nothing)."""
         from .plots import accuracy_distribution
 
-        vectors = self.generator.sample(self.n.value, sampler=self.sampler.value, steps=self.steps.value,
-                                        seed=self.seed.value)
+        ddim = self.sampler.value == "ddim"  # DDPM always runs all T steps: the slider is DDIM's
+        vectors = self.generator.sample(self.n.value, sampler=self.sampler.value,
+                                        steps=self.steps.value if ddim else None, seed=self.seed.value)
         res = self.evaluator(vectors, self.data.x_test, self.data.y_test)
         label = f"generated ({self.sampler.value}{'-' + str(self.steps.value) if self.sampler.value == 'ddim' else ''})"
         self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies().values,

@@ -7,6 +7,8 @@ in latent space, decodes, and un-normalises: the vectors come back ready for ``P
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -17,16 +19,65 @@ import pandas as pd
 import torch
 
 from ..alignment import ZooAlignment, align_zoo
-from ..atomic_io import atomic_write_json, load_tensors, read_json, save_tensors
-from ..diffusion import NoiseSchedule, SamplerState, ScheduleConfig, diffusion_loss, make_sampler
+from ..atomic_io import (CorruptFileError, atomic_write_csv, atomic_write_json, file_sha256, load_tensors, read_json,
+                         save_tensors, staged_directory)
+from ..config_check import build
+from ..diffusion import (NoiseSchedule, SamplerState, ScheduleConfig, check_condition, check_num_samples,
+                         diffusion_loss, make_sampler)
 from ..nn.autoencoder import AEConfig, ParamAutoencoder
 from ..nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from ..nn.pca import PCAAutoencoder
 from ..nn.unet1d import UNet1D, UNetConfig
 from ..params import Normaliser, PositionNormaliser, check_finite, load_normaliser, make_normaliser
-from ..train_loop import LoopConfig, train_module
+from ..train_loop import LoopConfig, RunDirMismatchError, read_history, train_module
 
-__all__ = ["PDiffConfig", "PDiff", "fit_or_load"]
+__all__ = ["PDiffConfig", "PDiff", "fit_or_load", "GeneratorLoadError", "data_fingerprint", "check_bundle",
+           "seal_bundle"]
+
+
+class GeneratorLoadError(CorruptFileError):
+    """A saved generator is incomplete, altered, or its files do not fit one another."""
+
+
+def data_fingerprint(*tensors: torch.Tensor | None, config: dict | None = None) -> str:
+    """sha256 over the exact bytes of the training data (and the config): what a run directory was trained on."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    if config is not None:
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _config_sha(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def check_bundle(d: Path, meta: dict, marker: str) -> None:
+    """Verify a saved bundle against the checksums its marker file recorded (files and the config itself)."""
+    if "config_sha256" in meta and _config_sha(meta["config"]) != meta["config_sha256"]:
+        raise GeneratorLoadError(f"{d / marker}: its config was edited after saving and no longer matches the "
+                                 "weights saved with it; restore the file, or re-fit and save again")
+    for name, sha in meta.get("files", {}).items():
+        path = d / name
+        if not path.exists():
+            raise GeneratorLoadError(f"{d} is incomplete: {name} is missing; re-save the generator (or re-fit)")
+        if file_sha256(path) != sha:
+            raise GeneratorLoadError(f"{path} was altered after the generator was saved (checksum mismatch); "
+                                     "restore it, or re-fit and save again")
+
+
+def seal_bundle(stage: Path, meta: dict, marker: str, skip: tuple[str, ...] = ("_loss.csv",)) -> None:
+    """Write ``marker`` with the sha256 of every file already in ``stage`` (records like loss CSVs excepted)."""
+    meta = {**meta, "config_sha256": _config_sha(meta["config"]),
+            "files": {f.name: file_sha256(f) for f in sorted(stage.iterdir())
+                      if f.is_file() and not f.name.endswith(skip)}}
+    atomic_write_json(stage / marker, meta)
 
 
 @dataclass(frozen=True)
@@ -73,17 +124,14 @@ class PDiffConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PDiffConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        d = dict(d)
+        """Inverse of :meth:`to_dict`; unknown keys and values of the wrong type (nested ones too) are an error."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a p-diff config is a JSON object, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown p-diff config keys {sorted(unknown)}")
-        if "schedule" in d:
-            d["schedule"] = ScheduleConfig(**d["schedule"])
-        for k in ("ae_train", "diffusion_train"):
-            if k in d:
-                d[k] = LoopConfig(**d[k])
-        return cls(**d)
+            raise ValueError(f"unknown p-diff config keys {sorted(unknown)}; valid keys: "
+                             f"{sorted(f.name for f in fields(cls))}")
+        return build(cls, d, "p-diff config")
 
     def ae_config(self, in_dim: int) -> AEConfig:
         """The autoencoder for vectors of length ``in_dim``."""
@@ -133,6 +181,7 @@ class PDiff:
         self.n_members: int | None = None
         self.alignment: ZooAlignment | None = None
         self.null_cond: torch.Tensor | None = None
+        self.fingerprint: str | None = None  # sha256 of what fit() trained on (see data_fingerprint)
 
     # -- fitting ---------------------------------------------------------------------------------------
     def fit(self, zoo_or_vectors: Any, spec: Any = None, *, model: torch.nn.Module | None = None,
@@ -149,11 +198,29 @@ class PDiff:
         if spec is not None and vectors.shape[1] != spec.numel:
             raise ValueError(f"vectors have length {vectors.shape[1]} but the spec has {spec.numel} parameters")
         check_finite(vectors, "the zoo vectors")
+        self.fingerprint = data_fingerprint(vectors, config=self.config.to_dict())
+        if run_dir is not None:
+            self.claim_run_dir(run_dir, self.fingerprint, len(vectors))
         vectors = self.align(vectors, spec, model if model is not None else
                              (zoo_or_vectors.model() if is_zoo else None))
         self.fit_autoencoder(vectors, run_dir=run_dir, progress=progress)
         self.fit_diffusion(run_dir=run_dir, progress=progress, vectors=vectors)
         return self
+
+    @staticmethod
+    def claim_run_dir(run_dir: str | Path, fingerprint: str, n_members: int) -> None:
+        """Record what ``run_dir`` trains on, or refuse when it already holds a run on other data/config."""
+        path = Path(run_dir) / "fingerprint.json"
+        if path.exists():
+            old = read_json(path)
+            if old.get("fingerprint") != fingerprint:
+                raise RunDirMismatchError(
+                    f"{run_dir} holds a generator run on other data or another config (fingerprint "
+                    f"{str(old.get('fingerprint'))[:12]}, {old.get('n_members')} members; this fit: {fingerprint[:12]}, "
+                    f"{n_members} members). Use another run_dir, or delete it to start over")
+            return
+        atomic_write_json(path, {"fingerprint": fingerprint, "n_members": n_members,
+                                 "what": "sha256 of the training vectors' bytes and the generator config"})
 
     def align(self, vectors: torch.Tensor, spec: Any, model: torch.nn.Module | None) -> torch.Tensor:
         """The representation step before normalising: permutation alignment if configured (else identity)."""
@@ -190,7 +257,10 @@ class PDiff:
             return self.ae.loss(x[idx], generator=g, input_noise=input_noise, latent_noise=latent_noise)
 
         hist, _ = train_module(self.ae, loss_fn, cfg.ae_train, directory=run_dir, name="autoencoder",
-                               progress=progress, desc="autoencoder")
+                               progress=progress, desc="autoencoder",
+                               fingerprint=data_fingerprint(vectors, groups, config={
+                                   **cfg.to_dict(), "input_noise_override": input_noise,
+                                   "latent_noise_override": latent_noise}))
         self.history["autoencoder"] = hist
         self.seconds["autoencoder"] = time.perf_counter() - t0
         return hist
@@ -239,7 +309,9 @@ class PDiff:
             return diffusion_loss(self.unet, self.schedule, z[idx], cond=c, generator=g), {}
 
         hist, ema = train_module(self.unet, loss_fn, cfg.diffusion_train, directory=run_dir, name="diffusion",
-                                 progress=progress, desc="latent diffusion")
+                                 progress=progress, desc="latent diffusion",
+                                 fingerprint=data_fingerprint(z, cond, groups, config={
+                                     **cfg.to_dict(), "cond_dropout": cond_dropout, "cond_vocab": cond_vocab}))
         self.denoiser = ema.shadow if ema is not None else self.unet
         self.history["diffusion"] = hist
         self.seconds["diffusion"] = time.perf_counter() - t0
@@ -250,24 +322,38 @@ class PDiff:
         if self.unet is None or self.ae is None:
             raise RuntimeError("the generator is not fitted: call fit(zoo) or PDiff.load(directory)")
 
-    def trajectory(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0,
-                   cond: torch.Tensor | None = None, **kw: Any) -> Iterator[SamplerState]:
-        """Yield every intermediate latent state (standardised latent space) of sampling ``n`` models."""
+    def trajectory(self, n: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
+                   seed: int = 0, cond: torch.Tensor | None = None, **kw: Any) -> Iterator[SamplerState]:
+        """Every intermediate latent state (standardised latent space) of sampling ``n`` models.
+
+        ``steps``: DDIM's number of steps (default 50); DDPM always runs all T steps of the schedule. The arguments
+        are checked now — ``n`` >= 1, ``cond`` of shape (n, D) with the D the denoiser was trained with (none for an
+        unconditional generator), the sampler, steps, eta and guidance — so a bad one is a ValueError before any
+        sampling; the states come lazily."""
+
         self._check_fitted()
+        check_num_samples(n)
+        dcfg = self.unet.cfg
+        check_condition(cond, n, int(getattr(dcfg, "cond_dim", 0)), cond_vocab=int(getattr(dcfg, "cond_vocab", 0)),
+                        null_cond=kw.get("null_cond"))
         g = torch.Generator().manual_seed(seed)
         s = make_sampler(self.schedule, sampler, steps=steps, eta=eta)
+        states = s.trajectory(self.denoiser, (n, *self.latent_shape), generator=g, device=self.device, cond=cond,
+                              **kw)
         self.denoiser.eval()
-        yield from s.trajectory(self.denoiser, (n, *self.latent_shape), generator=g, device=self.device,
-                                cond=cond, **kw)
+        return states
 
     def latents_to_vectors(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Standardised latents → un-normalised parameter vectors."""
         lat = self.latent_norm.inverse(z.reshape(len(z), -1).cpu()).reshape(len(z), *self.latent_shape)
         return self.decode(lat, groups)
 
-    def sample(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0,
+    def sample(self, n: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, seed: int = 0,
                cond: torch.Tensor | None = None, groups: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
-        """``n`` generated parameter vectors (n, P), un-normalised and ready for ``load_into``."""
+        """``n`` generated parameter vectors (n, P), un-normalised and ready for ``load_into``.
+
+        ``sampler``: ``"ddim"`` (``steps`` steps, default 50; ``eta`` in [0, 1], 0: deterministic) or ``"ddpm"``
+        (always all T steps of the schedule: an explicit ``steps`` other than T is a ValueError)."""
         state = None
         for state in self.trajectory(n, sampler=sampler, steps=steps, eta=eta, seed=seed, cond=cond, **kw):
             pass
@@ -275,16 +361,15 @@ class PDiff:
 
     # -- persistence ----------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write config, normalisers and weights (safetensors) into ``directory``."""
+        """Write config, normalisers and weights (safetensors) into ``directory``: complete or not at all (the
+        files are staged, then published with ``pdiff.json`` last, which records every file's sha256)."""
         self._check_fitted()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(d / "pdiff.json", {"config": self.config.to_dict(), "in_dim": self.in_dim,
-                                             "latent_shape": list(self.latent_shape),
-                                             "n_members": self.n_members,
-                                             "cond_dim": self.unet.cfg.cond_dim,
-                                             "cond_vocab": getattr(self.unet.cfg, "cond_vocab", 0),
-                                             "seconds": self.seconds})
+        with staged_directory(directory, "pdiff.json") as stage:
+            self.write_bundle(stage)
+        return Path(directory)
+
+    def write_bundle(self, d: Path) -> None:
+        """Write every file of the saved generator into the (staging) folder ``d``, ``pdiff.json`` last."""
         if self.null_cond is not None:
             save_tensors(d / "null_condition.safetensors", {"null_cond": self.null_cond})
         if self.alignment is not None:
@@ -294,45 +379,73 @@ class PDiff:
         save_tensors(d / "autoencoder_weights.safetensors", self.ae.state_dict())
         save_tensors(d / "denoiser_weights.safetensors", self.denoiser.state_dict())
         for k, h in self.history.items():
-            h.to_csv(d / f"{k}_loss.csv", index=False)
-        return d
+            atomic_write_csv(d / f"{k}_loss.csv", h)
+        seal_bundle(d, {"config": self.config.to_dict(), "in_dim": self.in_dim, "latent_shape": list(self.latent_shape),
+                  "n_members": self.n_members, "cond_dim": self.unet.cfg.cond_dim,
+                  "cond_vocab": getattr(self.unet.cfg, "cond_vocab", 0), "seconds": self.seconds,
+                  "fingerprint": self.fingerprint}, "pdiff.json")
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "PDiff":
-        """Inverse of :meth:`save` (no pickle anywhere)."""
+        """Inverse of :meth:`save` (no pickle anywhere); every file is checked against its recorded checksum."""
         d = Path(directory)
+        if not (d / "pdiff.json").exists():
+            raise FileNotFoundError(f"no saved p-diff generator in {d} (pdiff.json is missing: it was never saved "
+                                    "there, or its save was interrupted); fit and save it again")
         meta = read_json(d / "pdiff.json")
-        self = cls(PDiffConfig.from_dict(meta["config"]), device=device)
-        self.in_dim = int(meta["in_dim"])
-        self.latent_shape = tuple(meta["latent_shape"])
+        try:
+            check_bundle(d, meta, "pdiff.json")
+            config = PDiffConfig.from_dict(meta["config"])
+            in_dim, latent_shape = int(meta["in_dim"]), tuple(int(k) for k in meta["latent_shape"])
+            cond_dim, cond_vocab = int(meta.get("cond_dim", 0)), int(meta.get("cond_vocab", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, GeneratorLoadError):
+                raise
+            raise GeneratorLoadError(f"{d / 'pdiff.json'} is not a valid saved generator ({type(e).__name__}: "
+                                     f"{e}); re-fit and save again") from None
+        files = meta.get("files")
+        has = (lambda name: name in files) if files is not None else (lambda name: (d / name).exists())
+        self = cls(config, device=device)
+        self.in_dim, self.latent_shape = in_dim, latent_shape
         self.normaliser = load_normaliser(d, "normaliser")
         self.latent_norm = load_normaliser(d, "latent_normaliser")
         self.n_members = meta.get("n_members")
+        self.fingerprint = meta.get("fingerprint")
         self.ae = self.config.build_autoencoder(self.in_dim, int(self.n_members or 2)).to(self.device)
-        self.ae.load_state_dict(load_tensors(d / "autoencoder_weights.safetensors"))
-        self.unet = self.config.build_denoiser(self.latent_shape, int(meta.get("cond_dim", 0)),
-                                               int(meta.get("cond_vocab", 0))).to(self.device)
-        if (d / "null_condition.safetensors").exists():
+        self.unet = self.config.build_denoiser(self.latent_shape, cond_dim, cond_vocab).to(self.device)
+        for module, name in ((self.ae, "autoencoder_weights.safetensors"), (self.unet, "denoiser_weights.safetensors")):
+            try:
+                module.load_state_dict(load_tensors(d / name))
+            except RuntimeError as e:  # torch's size-mismatch / missing-key report
+                first = str(e).strip().splitlines()
+                raise GeneratorLoadError(f"{d / name} does not fit the configuration in {d / 'pdiff.json'} "
+                                         f"({first[1].strip() if len(first) > 1 else first[0][:200]}); the folder "
+                                         "mixes files of two generators — re-fit and save again") from None
+        if has("null_condition.safetensors"):
             self.null_cond = load_tensors(d / "null_condition.safetensors")["null_cond"]
-        if (d / "alignment.safetensors").exists():
+        if has("alignment.safetensors"):
             self.alignment = ZooAlignment.load(d)
-        self.unet.load_state_dict(load_tensors(d / "denoiser_weights.safetensors"))
         self.denoiser = self.unet.eval()
         self.ae.eval()
         self.seconds = meta.get("seconds", {})
         for k in ("autoencoder", "diffusion"):
             p = d / f"{k}_loss.csv"
-            if p.exists():
-                self.history[k] = pd.read_csv(p)
+            records = read_history(p) if p.exists() else None
+            if records is not None:
+                self.history[k] = pd.DataFrame(records)
         return self
 
 
 def fit_or_load(zoo, config: PDiffConfig, directory: str | Path, *, progress: bool = True) -> PDiff:
     """Load the generator saved in ``directory`` if it matches ``config``; otherwise fit (resuming) and save."""
     d = Path(directory)
-    if (d / "pdiff.json").exists() and read_json(d / "pdiff.json")["config"] == config.to_dict() \
-            and (d / "denoiser_weights.safetensors").exists():
-        return PDiff.load(d)
+    if (d / "pdiff.json").exists() and read_json(d / "pdiff.json").get("config") == config.to_dict():
+        gen = PDiff.load(d)
+        expected = data_fingerprint(zoo.vectors(), config=config.to_dict())
+        if gen.fingerprint not in (None, expected):
+            raise RunDirMismatchError(f"{d} holds a generator fitted on other data than zoo {zoo.root}; use another "
+                                      "directory, or delete it to re-fit")
+        return gen
     gen = PDiff(config).fit(zoo, zoo.spec, model=zoo.model(), run_dir=d / "checkpoints", progress=progress)
     gen.save(d)
     return gen
