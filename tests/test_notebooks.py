@@ -9,28 +9,30 @@ import pytest
 
 from workbench.report import execute_notebook, notebook_paths
 
-# Golden bands for the ci preset (seeded runs; bands absorb BLAS/thread-order noise).
+# Golden bands for the ci preset. Figures of the ci mlp_dense and mlp_seeds zoos and generators (the same configs
+# as tests/golden.py) use the bands derived from their spread over 10 seeds × 2 threads and 5 seeds × 1 thread
+# (tests/bands.md); the others are single-seed bands (seed 0 at 1 and 2 threads) — see tests/bands.md.
 GOLDEN = {
     "01_zoo_collection": {
-        ("mlp_dense", "test_acc_mean"): (89.0, 93.0),
+        ("mlp_dense", "test_acc_mean"): (88.5, 92.5),
         ("mlp_dense", "members"): (50, 50),
-        ("mlp_seeds", "test_acc_mean"): (85.0, 92.0),
+        ("mlp_seeds", "test_acc_mean"): (86.5, 90.0),
         ("mlp_seeds", "median_l2"): (8.0, 15.0),
         ("resnet_bn", "test_acc_mean"): (25.0, 50.0),
         ("resnet_bn_lowlr", "median_l2"): (0.005, 0.2),
     },
     "02_generator_training": {
-        ("mlp_dense", "reconstruction_acc_mean"): (89.5, 92.5),
-        ("mlp_dense", "original_acc_mean"): (89.5, 92.5),
+        ("mlp_dense", "reconstruction_acc_mean"): (88.5, 92.5),
+        ("mlp_dense", "original_acc_mean"): (88.5, 92.5),
     },
     "03_sampling_and_evaluation": {
-        ("mlp_dense", "original", "mean"): (89.5, 92.5),
-        ("mlp_dense", "generated (ddim-50)", "mean"): (89.0, 92.5),
-        ("mlp_dense", "generated (ddim-50)", "within_1pt"): (0.75, 1.0),
-        ("mlp_dense", "gaussian (per position)", "mean"): (89.0, 92.5),
-        ("seeds", "soup (unaligned)", "mean"): (0.0, 20.0),
-        ("seeds", "soup (aligned)", "mean"): (70.0, 95.0),
-        ("seeds", "original", "mean"): (86.0, 91.0),
+        ("mlp_dense", "original", "mean"): (88.5, 92.5),
+        ("mlp_dense", "generated (ddim-50)", "mean"): (88.5, 92.5),
+        ("mlp_dense", "generated (ddim-50)", "within_1pt"): (0.75, 1.0),  # 16 samples here (30 in the sweep)
+        ("mlp_dense", "gaussian (per position)", "mean"): (88.5, 92.5),
+        ("seeds", "soup (unaligned)", "mean"): (0.0, 25.0),
+        ("seeds", "soup (aligned)", "mean"): (77.5, 90.0),
+        ("seeds", "original", "mean"): (86.5, 90.0),
     },
     "05_conditional_generation": {
         ("summary", "seen_original_mean"): (78.0, 93.0),

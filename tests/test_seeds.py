@@ -1,7 +1,6 @@
 """Entire models from independent seeds: PCA latent, MLP denoiser, alignment stored with the generator, and the
 before/after-alignment evaluation on the ci seeds zoo (golden bands)."""
 
-from dataclasses import replace
 
 import pytest
 import torch
@@ -13,8 +12,15 @@ from workbench.generators.pdiff import PDiff, PDiffConfig
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from workbench.nn.pca import PCAAutoencoder
 from workbench.presets import load_preset
-from workbench.seeds import seeds_evaluation
-from workbench.zoo import collect
+
+import golden
+
+# Bands (see tests/bands.md for the measured spread each one is derived from).
+# Not asserted: aligned generator − unaligned generator. Over 15 runs it spans −11.7 … +22.3 points (a 16-seed zoo
+# replays its members through the exact PCA latent, aligned or not): the ci-sized zoo cannot show that alignment
+# helps the generator. What alignment does show at this size — soups and Gaussians — is asserted.
+BANDS = {"original_mean": (86.5, 90.0), "soup_unaligned_mean": (None, 25.0), "soup_aligned_mean": (77.5, None),
+         "aligned_minus_gaussian": (21.0, None), "barrier_lower_fraction": (0.9, None)}
 
 
 @settings(max_examples=20, deadline=None)
@@ -53,18 +59,12 @@ def test_config_names_are_checked():
 @pytest.fixture(scope="module")
 def seeds_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("seeds")
-    p = load_preset("ci")
-    zoo = collect(p.zoo("mlp_seeds"), root / "zoo", progress=False)
-    cfg = p.pdiff_config("seeds")
-    aligned = PDiff(cfg).fit(zoo, progress=False)
-    unaligned = PDiff(replace(cfg, align="none")).fit(zoo, progress=False)
-    samples = {"aligned": aligned.sample(16, sampler="ddpm", seed=0),
-               "unaligned": unaligned.sample(16, sampler="ddpm", seed=0)}
-    return zoo, aligned, samples, seeds_evaluation(zoo, samples, seed=0), root
+    zoo, aligned, m = golden.seeds_run(root, seed=0)
+    return zoo, aligned, m["samples"], m["result"], root, m
 
 
 def test_alignment_is_stored_with_the_generator(seeds_run, tmp_path):
-    zoo, gen, samples, _, _ = seeds_run
+    zoo, gen, samples, *_ = seeds_run
     assert isinstance(gen.alignment, ZooAlignment) and len(gen.alignment.perms) == len(zoo)
     gen.save(tmp_path)
     back = PDiff.load(tmp_path)
@@ -86,14 +86,15 @@ def test_alignment_needs_the_architecture(seeds_run):
 
 
 def test_golden_seeds_ci(seeds_run):
-    """Bands around the ci run (16 seeds, 5 epochs): alignment must lift the soup and the generator."""
-    _, _, _, res, _ = seeds_run
-    t, nov, bar = res.table, res.novelty, res.barriers
-    assert 86.0 <= t.loc["original", "mean"] <= 91.0
-    assert t.loc["soup (unaligned)", "mean"] < 20 < 70 < t.loc["soup (aligned)", "mean"]
-    assert t.loc["generated (aligned)", "mean"] > t.loc["generated (unaligned)", "mean"] + 5
-    assert t.loc["generated (aligned)", "mean"] > t.loc["gaussian (aligned)", "mean"] + 10
-    assert (bar["barrier_aligned"] < bar["barrier_unaligned"]).mean() >= 0.75
+    """Bands around the ci run (16 seeds, 5 epochs): alignment must lift the soup and the generator. Each band is
+    derived from the spread over 5 seeds × 1 and 2 threads (tests/bands.md, tests/measure_bands.py)."""
+    *_, res, _, m = seeds_run
+    nov = res.novelty
+    assert BANDS["original_mean"][0] <= m["original_mean"] <= BANDS["original_mean"][1]
+    assert m["soup_unaligned_mean"] < BANDS["soup_unaligned_mean"][1]
+    assert m["soup_aligned_mean"] > BANDS["soup_aligned_mean"][0]
+    assert m["aligned_minus_gaussian"] > BANDS["aligned_minus_gaussian"][0]
+    assert m["barrier_lower_fraction"] >= BANDS["barrier_lower_fraction"][0]
     # an original is its own nearest neighbour only with exclude_self off: the originals' row excludes it
     assert nov.loc["original", "max_iou_to_original_median"] < 1.0
     assert set(res.curves["frame"]) == {"unaligned", "aligned"}
