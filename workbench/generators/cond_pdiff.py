@@ -204,8 +204,10 @@ class CondPDiff:
         self.seen = list(tasks if tasks is not None else zoo.config.tasks)
         vectors = zoo.vectors(self.seen)
         ids = torch.cat([torch.full((len(zoo.vectors([t])),), i) for i, t in enumerate(self.seen)])
-        table = zoo.config.task_table() if hasattr(zoo.config, "task_table") else {}
-        known = dict.fromkeys([*self.seen, *getattr(zoo.config, "tasks", ()), *getattr(zoo.config, "unseen", ())])
+        # zoos of styles (image conditions) have no task table; some (ContinuousStyles) have no config at all
+        zoo_config = getattr(zoo, "config", None)
+        table = zoo_config.task_table() if hasattr(zoo_config, "task_table") else {}
+        known = dict.fromkeys([*self.seen, *getattr(zoo_config, "tasks", ()), *getattr(zoo_config, "unseen", ())])
         self.tasks = {t: table[t] for t in known if t in table}
         if self.config.uses_image:
             self.seen_conditions = self.image_encoder.encode(zoo.condition_images(self.seen))
