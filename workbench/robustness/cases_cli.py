@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import Case, cli_case
+from .matrix import Case, cli_case
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

@@ -14,7 +14,7 @@ import torch
 from ..atomic_io import CorruptFileError
 from ..params import ParamSpecError
 from ..train_loop import LoopConfig, RunDirMismatchError
-from . import Case
+from .matrix import Case
 from .cases_zoo import flip_byte, run_python, truncate
 
 __all__ = ["CASES"]

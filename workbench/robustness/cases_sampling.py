@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import Case
+from .matrix import Case
 
 __all__ = ["CASES"]
 

@@ -14,7 +14,7 @@ import torch
 
 from ..atomic_io import CorruptFileError
 from ..params import ParamSpec, ParamSpecError, PositionNormaliser, TaskNormaliser, make_normaliser
-from . import Case, cli_case
+from .matrix import Case, cli_case
 
 __all__ = ["CASES", "flip_byte", "truncate", "run_python"]
 
