@@ -52,12 +52,9 @@ def noise_augmentation_ablation(zoo, config, *, steps: int | None = None, pertur
 
 
 def _fit_key(config, vectors: torch.Tensor) -> str:
-    import hashlib
-    import json
+    from .generators.pdiff import data_fingerprint
 
-    h = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode())
-    h.update(vectors.numpy().tobytes())
-    return h.hexdigest()[:16]
+    return data_fingerprint(vectors, config=config.to_dict())[:16]
 
 
 def _fit_cached(vectors: torch.Tensor, config, cache_dir: Path | None):

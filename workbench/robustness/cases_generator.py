@@ -3,7 +3,6 @@ another run, bad loop configs), interrupted training and interrupted saves (see 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from ..atomic_io import CorruptFileError
 from ..params import ParamSpecError
 from ..train_loop import LoopConfig, RunDirMismatchError
 from .matrix import Case
-from .cases_zoo import flip_byte, run_python, truncate
+from .cases_zoo import edit_json, flip_byte, run_python, truncate, unseal
 
 __all__ = ["CASES"]
 
@@ -50,15 +49,9 @@ def _tampered(name: str, damage, expect, match: str) -> Case:
     return Case(name, "generator-files", lambda fx: _pdiff().load(state["d"]), expect=expect, match=match, guard=guard)
 
 
-def _edit(path: Path, change) -> None:
-    d = json.loads(path.read_text())
-    change(d)
-    path.write_text(json.dumps(d))
-
-
 def _legacy(d: Path) -> None:
     """Make a save look like one written before checksums (no ``files``, no ``config_sha256``)."""
-    _edit(d / "pdiff.json", lambda m: (m.pop("files", None), m.pop("config_sha256", None)))
+    unseal(d / "pdiff.json")
 
 
 def _same_samples(gen: Any, fx: Any) -> bool:
@@ -132,28 +125,28 @@ def _file_target(fx: Any) -> Path:
 CASES: list[Case] = [
     # -- saved generators: tampered, incomplete, mixed -------------------------------------------------------------
     _tampered("gen-config-schedule-edited",
-              lambda d: _edit(d / "pdiff.json", lambda m: m["config"]["schedule"].__setitem__("num_steps", 500)),
+              lambda d: edit_json(d / "pdiff.json", lambda m: m["config"]["schedule"].__setitem__("num_steps", 500)),
               CorruptFileError, r"pdiff\.json.*config was edited"),
     _tampered("gen-config-normaliser-kind-edited",
-              lambda d: _edit(d / "pdiff.json", lambda m: m["config"].__setitem__("normaliser", "layer")),
+              lambda d: edit_json(d / "pdiff.json", lambda m: m["config"].__setitem__("normaliser", "layer")),
               CorruptFileError, r"config was edited"),
     _tampered("gen-config-ae-channels-edited",
-              lambda d: _edit(d / "pdiff.json", lambda m: m["config"].__setitem__("ae_channels", [16, 16])),
+              lambda d: edit_json(d / "pdiff.json", lambda m: m["config"].__setitem__("ae_channels", [16, 16])),
               CorruptFileError, r"config was edited"),
     _tampered("gen-pdiff-json-corrupt", lambda d: (d / "pdiff.json").write_text("{\"config\": "), CorruptFileError,
               r"pdiff\.json is not valid JSON"),
     _tampered("gen-pdiff-json-missing", lambda d: (d / "pdiff.json").unlink(), FileNotFoundError,
               r"no saved p-diff generator.*pdiff\.json is missing"),
-    _tampered("gen-pdiff-json-no-config", lambda d: _edit(d / "pdiff.json", lambda m: m.pop("config")),
+    _tampered("gen-pdiff-json-no-config", lambda d: edit_json(d / "pdiff.json", lambda m: m.pop("config")),
               CorruptFileError, r"pdiff\.json is not a valid saved generator.*config"),
     _tampered("gen-pdiff-json-latent-shape-text",
-              lambda d: (_legacy(d), _edit(d / "pdiff.json", lambda m: m.__setitem__("latent_shape", "four"))),
+              lambda d: (_legacy(d), edit_json(d / "pdiff.json", lambda m: m.__setitem__("latent_shape", "four"))),
               CorruptFileError, r"not a valid saved generator"),
     _tampered("gen-pdiff-json-unknown-config-key",
-              lambda d: (_legacy(d), _edit(d / "pdiff.json", lambda m: m["config"].__setitem__("depth", 3))),
+              lambda d: (_legacy(d), edit_json(d / "pdiff.json", lambda m: m["config"].__setitem__("depth", 3))),
               CorruptFileError, r"unknown p-diff config keys \['depth'\]"),
     _tampered("gen-normaliser-json-kind-changed",
-              lambda d: _edit(d / "normaliser.json", lambda m: m.__setitem__("kind", "none")), CorruptFileError,
+              lambda d: edit_json(d / "normaliser.json", lambda m: m.__setitem__("kind", "none")), CorruptFileError,
               r"normaliser\.json was altered"),
     _tampered("gen-normaliser-stats-flipped", lambda d: flip_byte(d / "normaliser.safetensors"), CorruptFileError,
               r"normaliser\.safetensors was altered"),

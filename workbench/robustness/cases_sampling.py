@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .cases_zoo import edit_json, unseal
 from .matrix import Case
 
 __all__ = ["CASES"]
@@ -61,12 +62,6 @@ def _load_cond(d: Path, fx: Any):
     return _cond_cls()[0].load(d, encoder=fx.cond.encoder)
 
 
-def _edit_json(path: Path, change) -> None:
-    d = json.loads(path.read_text())
-    change(d)
-    path.write_text(json.dumps(d))
-
-
 def _tampered(name: str, damage, match: str, expect: Any = ValueError) -> Case:
     """Load a private copy of the saved Cond P-Diff generator after ``damage(copy)``: a clear error naming the
     file; the damaged copy stays as it was (loading writes nothing)."""
@@ -82,9 +77,8 @@ def _tampered(name: str, damage, match: str, expect: Any = ValueError) -> Case:
 
 
 def _unsealed(d: Path) -> Path:
-    """Make a save look like one written before saves recorded checksums: the checks behind the checksums run."""
-    _edit_json(d / "cond_pdiff.json", lambda m: (m.pop("files", None), m.pop("config_sha256", None)))
-    return d
+    """The Cond P-Diff save ``d`` made to look like one written before saves recorded checksums."""
+    return unseal(d / "cond_pdiff.json")
 
 
 def _conditions(d: Path, tensor: torch.Tensor, sealed: bool = False) -> None:
@@ -315,23 +309,23 @@ CASES: list[Case] = [
          lambda fx: _image_gen().sample_image(torch.rand(1, 3, 8, 8)), expect=RuntimeError, match=r"not fitted"),
     # -- conditional-files: saved seen tasks, conditions and task table must agree -----------------------------------
     _tampered("conditional-load-cut-seen-list",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m.__setitem__("seen", m["seen"][:2])),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m.__setitem__("seen", m["seen"][:2])),
               r"cond_pdiff\.json lists 2 seen tasks but .*seen_conditions\.safetensors holds 3 seen conditions.*"
               + INCONSISTENT),
     _tampered("conditional-load-seen-list-too-long",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m["seen"].append("odd")),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m["seen"].append("odd")),
               r"lists 4 seen tasks but .* holds 3 seen conditions.*" + INCONSISTENT),
     _tampered("conditional-load-seen-not-a-list",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m.__setitem__("seen", "even")),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m.__setitem__("seen", "even")),
               r"cond_pdiff\.json: 'seen' must be a non-empty list of task names.*" + INCONSISTENT),
     _tampered("conditional-load-seen-missing",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m.pop("seen")),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m.pop("seen")),
               r"'seen' must be a non-empty list.*got None"),
     _tampered("conditional-load-seen-duplicate",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m.__setitem__("seen", ["even"] * 3)),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m.__setitem__("seen", ["even"] * 3)),
               r"lists a seen task twice.*" + INCONSISTENT),
     _tampered("conditional-load-seen-renamed",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m["seen"].__setitem__(2, "bogus")),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m["seen"].__setitem__(2, "bogus")),
               r"seen tasks \['bogus'\] .* are not in the task table .*tasks\.json.*" + INCONSISTENT),
     _tampered("conditional-load-seen-conditions-short",
               lambda d: _conditions(d, torch.zeros(2, 384)),
@@ -348,16 +342,16 @@ CASES: list[Case] = [
               lambda d: (_unsealed(d) / "tasks.json").write_text(json.dumps({"tasks": [{"name": "even"}]})),
               r"tasks\.json is not a task table.*" + INCONSISTENT),
     _tampered("conditional-load-task-table-duplicate",
-              lambda d: _edit_json(_unsealed(d) / "tasks.json", lambda m: m["tasks"].append(m["tasks"][0])),
+              lambda d: edit_json(_unsealed(d) / "tasks.json", lambda m: m["tasks"].append(m["tasks"][0])),
               r"tasks\.json names a task twice.*" + INCONSISTENT),
     # a current save records every file's sha256: the same edits are caught before anything is read
     _tampered("conditional-load-sealed-conditions-altered", lambda d: _conditions(d, torch.zeros(2, 384), sealed=True),
               r"seen_conditions\.safetensors was altered.*checksum"),
     _tampered("conditional-load-sealed-task-table-altered",
-              lambda d: _edit_json(d / "tasks.json", lambda m: m["tasks"].append(m["tasks"][0])),
+              lambda d: edit_json(d / "tasks.json", lambda m: m["tasks"].append(m["tasks"][0])),
               r"tasks\.json was altered.*checksum"),
     _tampered("conditional-load-sealed-config-edited",
-              lambda d: _edit_json(d / "cond_pdiff.json", lambda m: m["config"].__setitem__("guidance_scale", 3.0)),
+              lambda d: edit_json(d / "cond_pdiff.json", lambda m: m["config"].__setitem__("guidance_scale", 3.0)),
               r"cond_pdiff\.json: its config was edited after saving"),
     _tampered("conditional-load-no-marker", lambda d: (d / "cond_pdiff.json").unlink(),
               r"no saved Cond P-Diff generator.*save was interrupted", expect=FileNotFoundError),

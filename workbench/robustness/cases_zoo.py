@@ -16,7 +16,7 @@ from ..atomic_io import CorruptFileError
 from ..params import ParamSpec, ParamSpecError, PositionNormaliser, TaskNormaliser, make_normaliser
 from .matrix import Case, cli_case
 
-__all__ = ["CASES", "flip_byte", "truncate", "run_python"]
+__all__ = ["CASES", "edit_json", "flip_byte", "run_python", "truncate", "unseal"]
 
 
 # -- small helpers shared by the case files -----------------------------------------------------------------------
@@ -67,10 +67,19 @@ def _damaged(damage, match: str, name: str, zoo_kind: str = "dense") -> Case:
     return Case(name, "zoo-corrupt", action, expect=ValueError, match=match, guard=guard)
 
 
-def _edit_json(path: Path, change) -> None:
+def edit_json(path: Path, change) -> Path:
+    """Change a JSON file in place (``change`` mutates the parsed object)."""
     d = json.loads(path.read_text())
     change(d)
     path.write_text(json.dumps(d))
+    return path
+
+
+def unseal(marker: Path) -> Path:
+    """Make a saved generator look like one written before saves recorded checksums (no ``files``, no
+    ``config_sha256`` in its marker file), so that the checks behind the checksums run; returns the folder."""
+    edit_json(marker, lambda m: (m.pop("files", None), m.pop("config_sha256", None)))
+    return marker.parent
 
 
 def _restored(fx: Any, zoo_kind: str, damage, repair: bool, lost: tuple[int, ...] = (2, 3)) -> bool:
@@ -143,11 +152,11 @@ CASES: list[Case] = [
              "zoo-config-json-corrupt"),
     _damaged(lambda r: (r / "spec.json").write_text('{"names": ['), r"spec\.json.*not valid JSON",
              "zoo-spec-json-corrupt"),
-    _damaged(lambda r: _edit_json(r / "spec.json", lambda d: d.pop("shapes")),
+    _damaged(lambda r: edit_json(r / "spec.json", lambda d: d.pop("shapes")),
              r"spec\.json.*needs 'names' and 'shapes'", "zoo-spec-json-no-shapes"),
-    _damaged(lambda r: _edit_json(r / "spec.json", lambda d: d["shapes"][0].__setitem__(0, -3)),
+    _damaged(lambda r: edit_json(r / "spec.json", lambda d: d["shapes"][0].__setitem__(0, -3)),
              r"spec\.json.*negative", "zoo-spec-json-negative-shape"),
-    _damaged(lambda r: _edit_json(r / "spec.json", lambda d: d.__setitem__("numel", 5)),
+    _damaged(lambda r: edit_json(r / "spec.json", lambda d: d.__setitem__("numel", 5)),
              r"spec\.json.*numel=5", "zoo-spec-json-wrong-numel"),
     _damaged(lambda r: (r / "checksums.json").write_text("["),
              r"checksums\.json.*not valid JSON", "zoo-checksums-json-corrupt"),
