@@ -10,15 +10,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from workbench.cond_evaluation import cond_evaluation, summary
-from workbench.evaluate import evaluation_table
-from workbench.generators.cond_pdiff import CondPDiff, CondPDiffConfig
-from workbench.generators.pdiff import PDiff, PDiffConfig, fit_or_load
-from workbench.lora import LoRAZooConfig, collect_lora_zoo
-from workbench.presets import load_preset
-from workbench.seeds import seeds_evaluation
-from workbench.train_loop import LoopConfig
+from workbench.app.presets import load_preset
+from workbench.core.train_loop import LoopConfig
+from workbench.evaluation.tables import evaluation_table
+from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.pdiff.generator import PDiff, PDiffConfig, fit_or_load
+from workbench.systems.pdiff.seeds import seeds_evaluation
 from workbench.zoo import collect
+from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo
 
 TINY_LORA = LoRAZooConfig(n_train=400, n_test=150, image_size=32, steps=40, keep_last=12, rank=2,
                           tasks=("even", "greater_than_4", "zero_or_six", "classify_0_4"), unseen=("odd",))

@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from workbench.alignment import align_vectors, apply_permutation, permutation_spec, weight_matching
-from workbench.params import ParamSpec
+from workbench.core.params import ParamSpec
+from workbench.systems.pdiff.alignment import (
+    align_vectors,
+    apply_permutation,
+    permutation_spec,
+    weight_matching,
+)
 from workbench.zoo import ArchConfig, TrainConfig, build_model, init_members, train_vectorized
 
 ARCHS = [ArchConfig(name="mlp3", input_shape=(1, 8, 8), num_classes=10),
@@ -41,7 +46,7 @@ def test_weight_matching_recovers_a_known_permutation(arch):
 
 def test_alignment_undoes_the_seed_collapse_of_the_soup():
     from workbench.data import load_dataset
-    from workbench.evaluate import evaluate
+    from workbench.evaluation.evaluate import evaluate
 
     d = load_dataset("mnist5k", seed=0, n_train=2000, n_test=500)
     arch = ArchConfig(name="mlp3", input_shape=(1, 28, 28), num_classes=10)

@@ -5,9 +5,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.analysis import (embed, interpolate_weights, iou_summary, max_iou_to, nearest_neighbours,
-                                novelty_frame, novelty_matched_accuracy, pairwise_distances, wrong_iou)
-from workbench.evaluate import EvalResult
+from workbench.evaluation.evaluate import EvalResult
+from workbench.evaluation.memorisation import (
+    embed,
+    interpolate_weights,
+    iou_summary,
+    max_iou_to,
+    nearest_neighbours,
+    novelty_frame,
+    novelty_matched_accuracy,
+    pairwise_distances,
+    wrong_iou,
+)
 
 
 def _res(wrong_rows, acc=None):
@@ -80,8 +89,8 @@ def test_interpolation_endpoints_and_embeddings():
 
 @pytest.fixture(scope="module")
 def ci_pdiff(tmp_path_factory):
-    from workbench.generators import fit_or_load
-    from workbench.presets import load_preset
+    from workbench.app.presets import load_preset
+    from workbench.systems.pdiff.generator import fit_or_load
     from workbench.zoo import collect
 
     root = tmp_path_factory.mktemp("analysis")
@@ -91,7 +100,7 @@ def ci_pdiff(tmp_path_factory):
 
 
 def test_memorisation_analysis_and_reading(ci_pdiff):
-    from workbench.analysis import memorisation_analysis, reading
+    from workbench.evaluation.memorisation import memorisation_analysis, reading
 
     zoo, gen, _, _ = ci_pdiff
     a = memorisation_analysis(zoo, gen, n_samples=12, seed=0)
@@ -103,7 +112,7 @@ def test_memorisation_analysis_and_reading(ci_pdiff):
 
 
 def test_interpolation_widget_headless(ci_pdiff):
-    from workbench.widgets import InterpolationApp
+    from workbench.app.widgets import InterpolationApp
 
     zoo, gen, _, _ = ci_pdiff
     app = InterpolationApp(zoo, zoo.vectors()[0], zoo.vectors()[-1], generator=gen, n_examples=5)
@@ -115,7 +124,7 @@ def test_interpolation_widget_headless(ci_pdiff):
 
 
 def test_ablation_tables(ci_pdiff):
-    from workbench.ablations import noise_generation_ablation, training_size_ablation
+    from workbench.systems.pdiff.ablations import noise_generation_ablation, training_size_ablation
 
     zoo, _, p, root = ci_pdiff
     k = training_size_ablation(zoo, p.pdiff_config(), ks=(1, 10), n_samples=4, steps=(5, 5),

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from workbench.nn.architectures import load_weights_file
 from workbench.zoo import ArchConfig, build_model, count_params
-from workbench.zoo.architectures import load_weights_file
 
 
 def test_mlp3_matches_pdiff_shape():

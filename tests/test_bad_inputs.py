@@ -1,10 +1,10 @@
-"""The bad-input matrix (workbench.robustness): every case must end in a clear error or a correct result, and
+"""The bad-input matrix (workbench.app.robustness): every case must end in a clear error or a correct result, and
 nothing it guards may change on disk. ``python -m workbench bench robustness`` runs the same matrix."""
 
 import pytest
 
-from workbench.robustness import all_cases, classify
-from workbench.robustness.fixtures import Fixtures
+from workbench.app.robustness import all_cases, classify
+from workbench.app.robustness.fixtures import Fixtures
 
 CASES = all_cases()
 

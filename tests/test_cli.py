@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from workbench.report import ReportError, run_report
+from workbench.app.report import ReportError, run_report
 
 
 def test_bench_zoo_prints_one_json_object_last():
@@ -26,7 +26,7 @@ def test_unknown_benchmark_and_preset_are_clear():
     r = subprocess.run([sys.executable, "-m", "workbench", "bench", "nope", "--preset", "ci"], capture_output=True,
                        text=True, check=False)
     assert r.returncode != 0 and "available" in r.stderr
-    from workbench.presets import load_preset
+    from workbench.app.presets import load_preset
 
     with pytest.raises(ValueError, match="bundled presets"):
         load_preset("huge")
@@ -49,7 +49,7 @@ def test_failing_notebook_stops_report_naming_notebook_and_cell(tmp_path):
 
 # -- bad arguments: one line on stderr, a non-zero exit, nothing written ---------------------------------------
 def _main(argv, capsys):
-    from workbench.cli import main
+    from workbench.app.cli import main
 
     try:
         code = main(argv)
@@ -60,7 +60,7 @@ def _main(argv, capsys):
 
 
 def _preset_file(tmp_path, zoos, name="custom"):
-    from workbench.presets import load_preset
+    from workbench.app.presets import load_preset
 
     zoo = load_preset("ci").zoos["mlp_seeds"].to_dict()
     f = tmp_path / f"{name}.json"
@@ -101,7 +101,7 @@ def test_zoo_collect_config_errors_are_one_line_and_create_nothing(tmp_path, cap
 
 
 def test_workbench_debug_shows_the_traceback(monkeypatch):
-    from workbench.cli import main
+    from workbench.app.cli import main
 
     monkeypatch.setenv("WORKBENCH_DEBUG", "1")
     with pytest.raises(ValueError, match="unknown benchmark"):
@@ -134,7 +134,7 @@ def test_report_refuses_before_creating_any_folder(tmp_path):
 
 
 def test_valid_zoo_collect_goes_where_it_did(tmp_path, capsys, monkeypatch):
-    import workbench.zoo
+    import workbench.app.cli
 
     calls = []
 
@@ -142,7 +142,7 @@ def test_valid_zoo_collect_goes_where_it_did(tmp_path, capsys, monkeypatch):
         def describe(self):
             return {"members": 0}
 
-    monkeypatch.setattr(workbench.zoo, "collect", lambda cfg, root, progress=True: calls.append((cfg, root)) or _Zoo())
+    monkeypatch.setattr(workbench.app.cli, "collect", lambda cfg, root, progress=True: calls.append((cfg, root)) or _Zoo())
     assert _main(["zoo", "collect", "--preset", "ci", "--zoo", "mlp_seeds", "--run-dir", str(tmp_path / "r")],
                  capsys)[0] == 0
     assert calls[-1][1] == tmp_path / "r" / "zoos" / "mlp_seeds" and calls[-1][0].name == "mlp_seeds"

@@ -3,18 +3,17 @@
 
 import json
 
+import golden
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.conditions import MiniLMTextEncoder, check_condition_image, one_hot
-from workbench.generators.cond_pdiff import CondPDiff, CondPDiffConfig
-from workbench.generators.pdiff import PDiffConfig
-from workbench.lora import DIGIT_TASKS, LoRAZoo, LoRAZooConfig, collect_lora_zoo
-from workbench.train_loop import LoopConfig
-
-import golden
+from workbench.core.train_loop import LoopConfig
+from workbench.nn.encoders import MiniLMTextEncoder, check_condition_image, one_hot
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.pdiff.generator import PDiffConfig
+from workbench.zoo.lora.tasks import DIGIT_TASKS, LoRAZoo, LoRAZooConfig, collect_lora_zoo
 
 TINY = golden.TINY_LORA
 
@@ -208,7 +207,7 @@ def test_lora_zoo_missing_is_a_clear_error(tmp_path):
 
 
 def test_task_prompt_widget_headless(lora_zoo, cond_gen):
-    from workbench.widgets import TaskPromptApp
+    from workbench.app.widgets import TaskPromptApp
 
     gen, _ = cond_gen
     app = TaskPromptApp(gen, lora_zoo, task="even", n=3)

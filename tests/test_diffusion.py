@@ -1,10 +1,17 @@
 import pytest
 import torch
 
-from workbench.diffusion import (DDIMSampler, DDPMSampler, EMA, NoiseSchedule, ScheduleConfig, check_condition,
-                                 diffusion_loss, make_sampler)
+from workbench.core.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    NoiseSchedule,
+    ScheduleConfig,
+    check_condition,
+    diffusion_loss,
+    make_sampler,
+)
+from workbench.core.train_loop import EMA, LoopConfig, train_module
 from workbench.nn import AEConfig, ParamAutoencoder, UNet1D, UNetConfig
-from workbench.train_loop import LoopConfig, train_module
 
 
 def test_linear_schedule_matches_pdiff():

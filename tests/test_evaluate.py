@@ -1,7 +1,7 @@
 import torch
 
-from workbench.evaluate import MemberEvaluator, evaluate, split_model
-from workbench.params import ParamSpec, last_modules
+from workbench.core.params import ParamSpec, last_modules
+from workbench.evaluation.evaluate import MemberEvaluator, evaluate, split_model
 from workbench.zoo import ArchConfig, build_model
 
 
@@ -57,8 +57,8 @@ def test_feature_cache_never_serves_stale_features():
     new content into the same buffer reproduces that collision deterministically."""
     import torch.nn as nn
 
-    from workbench.evaluate import MemberEvaluator
-    from workbench.params import ParamSpec
+    from workbench.core.params import ParamSpec
+    from workbench.evaluation.evaluate import MemberEvaluator
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))

@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from workbench.generators.cond_pdiff import CondPDiff, CondPDiffConfig
-from workbench.generators.pdiff import PDiffConfig
-from workbench.lora_text import TextLoRAZooConfig, collect_text_lora_zoo, read_jsonl_task
-from workbench.train_loop import LoopConfig
+from workbench.core.train_loop import LoopConfig
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.pdiff.generator import PDiffConfig
+from workbench.zoo.lora.text import TextLoRAZooConfig, collect_text_lora_zoo, read_jsonl_task
 
 GOOD, BAD = ["great", "lovely", "superb", "fine"], ["awful", "boring", "dull", "poor"]
 SPORT, FOOD = ["match", "goal", "team", "race"], ["bread", "soup", "cake", "rice"]
@@ -42,6 +42,7 @@ def _write(tmp_path):
 
 
 def _tiny_bert(path):
+    # imported here: transformers is slow to import and only the text models need it
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(GOOD + BAD + SPORT + FOOD + FILLER))
@@ -110,8 +111,8 @@ def test_bad_task_files_are_named(tmp_path):
 
 
 def test_glue_preset_names_what_is_missing(monkeypatch, tmp_path):
-    from workbench.lora_text import collect_text_lora_zoo
-    from workbench.presets import load_preset
+    from workbench.app.presets import load_preset
+    from workbench.zoo.lora.text import collect_text_lora_zoo
 
     monkeypatch.setenv("WORKBENCH_TEXT_MODEL", str(tmp_path / "no_model"))
     monkeypatch.setenv("WORKBENCH_GLUE", str(tmp_path / "glue"))

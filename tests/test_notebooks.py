@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from workbench.report import execute_notebook, notebook_paths
+from workbench.app.report import execute_notebook, notebook_paths
 
 # Golden bands for the ci preset. Figures of the ci mlp_dense and mlp_seeds zoos and generators (the same configs
 # as tests/golden.py) use the bands derived from their spread over 10 seeds × 2 threads and 5 seeds × 1 thread
@@ -76,6 +76,7 @@ def test_notebook(nb, tmp_path):
 
 
 def test_every_notebook_is_thin_and_parameterised():
+    # imported here: nbformat takes ~2 s to import and only the report needs it
     import nbformat
 
     for nb in notebook_paths():

@@ -6,7 +6,8 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.params import (ParamSpec, ParamSpecError, last_modules, load_normaliser, make_normaliser)
+from workbench.core.normalise import load_normaliser, make_normaliser
+from workbench.core.params import ParamSpec, ParamSpecError, last_modules
 from workbench.zoo import ArchConfig, build_model
 
 shapes = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple), min_size=1, max_size=5)

@@ -1,14 +1,14 @@
 """p-diff end to end on the ci zoo: golden statistics, save/load, the evaluation harness and the widget."""
 
+import golden
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from workbench.evaluate import EvalResult, MemberEvaluator, method_row, verdict
-from workbench.generators import PDiff, PDiffConfig
-
-import golden
+from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
+from workbench.evaluation.tables import method_row, verdict
+from workbench.systems.pdiff.generator import PDiff, PDiffConfig
 
 # Bands (see tests/bands.md for the measured spread each one is derived from).
 BANDS = {"original_mean": (88.5, 92.5), "generated_minus_original": (-1.5, None), "within_1pt": (0.85, None)}
@@ -103,7 +103,7 @@ def test_bad_input_errors():
 
 
 def test_sampling_widget_callback_headless(fitted):
-    from workbench.widgets import SamplingApp
+    from workbench.app.widgets import SamplingApp
 
     zoo, gen, _ = fitted
     app = SamplingApp(gen, zoo, n=6)

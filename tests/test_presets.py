@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from workbench.bench import BENCHMARKS
-from workbench.generators.cond_pdiff import CondPDiffConfig
-from workbench.generators.pdiff import PDiffConfig
-from workbench.paths import check_output_dir, safe_name
-from workbench.presets import available_presets, load_preset, preset_folder
+from workbench.app.bench import BENCHMARKS
+from workbench.app.presets import available_presets, load_preset, preset_folder
+from workbench.core.paths import check_output_dir, safe_name
+from workbench.systems.cond_pdiff.generator import CondPDiffConfig
+from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo import ZooConfig
 
 BUNDLED = ["ci", "default", "glue", "resnet-bn"]

@@ -2,18 +2,17 @@
 before/after-alignment evaluation on the ci seeds zoo (golden bands)."""
 
 
+import golden
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.alignment import ZooAlignment, align_zoo
-from workbench.generators.pdiff import PDiff, PDiffConfig
+from workbench.app.presets import load_preset
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from workbench.nn.pca import PCAAutoencoder
-from workbench.presets import load_preset
-
-import golden
+from workbench.systems.pdiff.alignment import ZooAlignment, align_zoo
+from workbench.systems.pdiff.generator import PDiff, PDiffConfig
 
 # Bands (see tests/bands.md for the measured spread each one is derived from).
 # Not asserted: aligned generator − unaligned generator. Over 15 runs it spans −11.7 … +22.3 points (a 16-seed zoo

@@ -7,14 +7,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.generators.cond_pdiff import CondPDiff, CondPDiffConfig
-from workbench.generators.pdiff import PDiffConfig
-from workbench.style import (ALGORITHMIC_STYLES, StyleNetConfig, StyleZoo, StyleZooConfig, collect_style_zoo,
-                             gram_distance, psnr, ssim, style_image, style_target)
-from workbench.style_evaluation import (ContinuousStyles, continuous_generalisation, interpolate_style_latent,
-                                        interpolation_frame, monotonic_fraction, style_evaluation, style_trajectory,
-                                        summary)
-from workbench.train_loop import LoopConfig
+from workbench.core.train_loop import LoopConfig
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.cond_pdiff.style.evaluation import (
+    ContinuousStyles,
+    continuous_generalisation,
+    interpolate_style_latent,
+    interpolation_frame,
+    monotonic_fraction,
+    style_evaluation,
+    style_trajectory,
+    summary,
+)
+from workbench.systems.cond_pdiff.style.features import gram_distance, psnr, ssim
+from workbench.systems.cond_pdiff.style.images import ALGORITHMIC_STYLES, style_image, style_target
+from workbench.systems.cond_pdiff.style.network import StyleNetConfig
+from workbench.systems.cond_pdiff.style.zoo import StyleZoo, StyleZooConfig, collect_style_zoo
+from workbench.systems.pdiff.generator import PDiffConfig
 
 TINY = StyleZooConfig(name="tiny", styles=("sepia", "negative", "gram:stripes"), base=StyleNetConfig(channels=8, depth=4),
                       n_digits=40, n_eval=2, base_steps=40, steps=12, keep_last=4, lr=0.01, content_weight=0.005,
@@ -93,8 +102,8 @@ def test_zoo_layout_no_lora_and_apply(zoo):
     v = zoo.vectors()
     assert v.shape == (3 * TINY.keep_last, zoo.spec.numel) and torch.isfinite(v).all()
     # no-LoRA reproduces the base network exactly: B factors are zero, biases are the base biases
-    from workbench.atomic_io import load_tensors
-    from workbench.style import StyleNet
+    from workbench.core.io import load_tensors
+    from workbench.systems.cond_pdiff.style.network import StyleNet
 
     base = StyleNet(TINY.base)
     base.load_state_dict(load_tensors(zoo.root / "base.safetensors"))
@@ -218,7 +227,7 @@ def test_continuous_styles_and_generalisation(zoo):
 
 # -- the slider app, headless ---------------------------------------------------------------------------------------
 def test_style_interpolation_app_redraws_headlessly(zoo, gen):
-    from workbench.widgets import StyleInterpolationApp
+    from workbench.app.widgets import StyleInterpolationApp
 
     app = StyleInterpolationApp(gen, zoo, first="sepia", second="negative")
     app.lam.value = 0.0  # observers fire run(): compute + draw into the Output, no frontend needed

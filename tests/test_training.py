@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from workbench.data import batch_schedule
 from workbench.zoo import ArchConfig, TrainConfig, build_model, init_members, train_loop, train_vectorized
-from workbench.zoo.training import batch_schedule, mlp_train_flops
+from workbench.zoo.training import mlp_train_flops
 
 
 def _loop_states(arch, seeds, x, y, cfg, dtype):

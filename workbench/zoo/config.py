@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ..config_check import build, check_fields
-from ..data import TaskData, available_datasets, load_dataset
-from .architectures import ArchConfig
-from .training import TrainConfig
+from workbench.core.config import build, check_fields
+from workbench.data import DatasetInfo, TaskData, available_datasets, load_dataset
+from workbench.nn.architectures import ArchConfig
+from workbench.zoo.training import TrainConfig
 
 __all__ = ["PROTOCOLS", "DataConfig", "ZooConfig"]
 
@@ -50,7 +50,6 @@ class DataConfig:
             if data.x_train.shape[1] != 1:
                 raise ValueError(f"cannot turn {data.x_train.shape[1]} channels into {self.channels}")
             rep = (1, self.channels, 1, 1)
-            from ..data import DatasetInfo
 
             info = DatasetInfo(**{**asdict(data.info), "input_shape": (self.channels, *data.info.input_shape[1:])})
             data = TaskData(data.x_train.repeat(rep), data.y_train, data.x_test.repeat(rep), data.y_test, info)

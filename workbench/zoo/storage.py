@@ -18,11 +18,19 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..atomic_io import (CorruptFileError, atomic_write_csv, atomic_write_json, file_sha256, load_tensor_metadata,
-                         load_tensors, read_json, save_tensors)
-from ..params import ParamSpec, check_finite
-from .architectures import build_model
-from .config import ZooConfig
+from workbench.core.io import (
+    CorruptFileError,
+    atomic_write_csv,
+    atomic_write_json,
+    file_sha256,
+    load_tensor_metadata,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
+from workbench.core.params import ParamSpec, check_finite
+from workbench.nn.architectures import build_model
+from workbench.zoo.config import ZooConfig
 
 __all__ = ["ZooStore", "Zoo", "ZooMismatchError", "ZooCorruptError", "ShardProblem", "repair_zoo"]
 

@@ -10,6 +10,7 @@ members share each minibatch, so the dominant layer is one large GEMM instead of
 momentum update is fused into the weight-gradient GEMM (``addmm(buf, xᵀ, δ, beta=momentum)``).
 """
 
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -18,19 +19,15 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .architectures import ArchConfig, build_model
+from workbench.core.config import build
+from workbench.data import batch_schedule
+from workbench.nn.architectures import ArchConfig, build_model
 
-__all__ = [
-    "TrainConfig",
-    "batch_schedule",
-    "train_loop",
-    "train_vectorized",
-    "init_members",
-    "mlp_train_flops",
-    "sgd_step_",
-]
+__all__ = ["TrainConfig", "train_loop", "train_vectorized", "init_members", "mlp_train_flops", "sgd_step_"]
+
 
 
 @dataclass(frozen=True)
@@ -57,16 +54,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict, what: str = "train config") -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys and wrongly typed values are a ValueError naming the key."""
-        from ..config_check import build
 
         return build(cls, d, what)
 
-
-def batch_schedule(n: int, batch_size: int, epoch: int, data_seed: int) -> list[torch.Tensor]:
-    """Minibatch index tensors of one epoch (seeded by ``(data_seed, epoch)``; last batch may be short)."""
-    g = torch.Generator().manual_seed(int(data_seed) * 1_000_003 + int(epoch))
-    perm = torch.randperm(n, generator=g)
-    return list(perm.split(batch_size))
 
 
 def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], bufs: Sequence[torch.Tensor],
@@ -78,6 +68,7 @@ def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], buf
                 g = g.add(p, alpha=weight_decay)
             b.mul_(momentum).add_(g)
             p.add_(b, alpha=-lr)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +123,7 @@ def train_loop(
     return history
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Vectorised training
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +133,7 @@ def init_members(arch: ArchConfig, seeds: Sequence[int], dtype: torch.dtype = to
     """Stacked initial state dicts (M, *shape): member ``i`` is ``build_model(arch, seed=seeds[i])``."""
     states = [build_model(arch, seed=int(s)).to(dtype).state_dict() for s in seeds]
     return {k: torch.stack([s[k] for s in states]) for k in states[0]}
+
 
 
 def _is_plain_mlp(model: nn.Module) -> bool:
@@ -153,6 +146,7 @@ def _is_plain_mlp(model: nn.Module) -> bool:
     # Linear (ReLU Linear)* — the shape of mlp3
     return (len(body) % 2 == 1 and all(k is nn.Linear for k in body[::2])
             and all(k is nn.ReLU for k in body[1::2]))
+
 
 
 class _BatchedMLP:
@@ -224,11 +218,11 @@ class _BatchedMLP:
         return out
 
 
+
 class _VmapMembers:
     """Any BN-free module, M copies via ``torch.func.functional_call`` under ``vmap``."""
 
     def __init__(self, model: nn.Module, names: list[str], state: Mapping[str, torch.Tensor]) -> None:
-        from torch.func import functional_call, vmap
 
         self.names = names
         self.params = [state[n].clone().requires_grad_(True) for n in names]
@@ -254,6 +248,7 @@ class _VmapMembers:
 
     def state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in zip(self.names, self.params)}
+
 
 
 def train_vectorized(
@@ -297,6 +292,7 @@ def train_vectorized(
         history.append(total / len(y))
     bar.close()
     return members.state(), torch.stack(history) if history else torch.zeros(0, members.M)
+
 
 
 def mlp_train_flops(arch: ArchConfig, n_samples: int) -> float:

@@ -1,0 +1,34 @@
+"""Benchmarks: each prints one JSON object as the last stdout line (``python -m workbench bench <name>``).
+
+Speed and quality targets live here, never in timed tests. Each benchmark runs its system's experiment (the same
+function its notebook calls) and reports figures and wall seconds per stage."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from workbench.app.bench.analysis import bench_analysis
+from workbench.app.bench.cond import bench_cond
+from workbench.app.bench.pdiff import bench_pdiff
+from workbench.app.bench.robustness import bench_robustness
+from workbench.app.bench.seeds import bench_seeds
+from workbench.app.bench.style import bench_style
+from workbench.app.bench.zoo import bench_zoo, matmul_peak_gflops
+from workbench.app.presets import load_preset
+
+__all__ = ["BENCHMARKS", "run_benchmark", "matmul_peak_gflops"]
+
+BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "zoo": bench_zoo, "pdiff": bench_pdiff, "analysis": bench_analysis, "seeds": bench_seeds, "cond": bench_cond,
+    "style": bench_style, "robustness": bench_robustness,
+}
+
+
+def run_benchmark(name: str, preset: str) -> dict[str, Any]:
+    """Run one benchmark by name; the name and the preset are checked before any work starts (a ValueError
+    listing the valid benchmarks, or naming what is wrong with the preset)."""
+    if not isinstance(name, str) or name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; available: {sorted(BENCHMARKS)} "
+                         "(python -m workbench bench <name> --preset <preset>)")
+    load_preset(preset)  # an unknown or malformed preset fails here, not minutes into the benchmark
+    return BENCHMARKS[name](preset)

@@ -1,0 +1,53 @@
+"""``bench analysis``: memorisation figures."""
+
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.app.presets import load_preset, preset_folder
+from workbench.app.report import REPO
+from workbench.evaluation.memorisation import memorisation_analysis
+from workbench.systems.pdiff.generator import fit_or_load
+from workbench.zoo import collect
+
+
+def bench_analysis(preset: str) -> dict[str, Any]:
+    """Memorisation figures for the preset's p-diff generator (fitted or loaded from runs/<preset>)."""
+
+
+    t_all = time.perf_counter()
+    p = load_preset(preset)
+    settings = p.bench.get("analysis", {})
+    key = settings.get("zoo", "mlp_dense")
+    run = REPO / "runs" / preset_folder(preset)
+    zoo = collect(p.zoo(key), run / "zoos" / key, progress=False, base_cache=run / "bases")
+    gen = fit_or_load(zoo, p.pdiff_config(), Path(run) / "generators" / "pdiff" / key, progress=False)
+    t0 = time.perf_counter()
+    a = memorisation_analysis(zoo, gen, n_samples=int(settings.get("n_samples", 100)), seed=0)
+    t_analysis = time.perf_counter() - t0
+    iou = a.iou
+    r = lambda v: round(float(v), 4)  # noqa: E731
+    return {
+        "preset": preset, "zoo": key, "n_members": len(zoo), "n_samples": len(a.sets["generated"]),
+        "iou_within_original": r(iou.loc["original", "iou_within"]),
+        "iou_within_generated": r(iou.loc["generated", "iou_within"]),
+        "iou_generated_to_nearest_original": r(iou.loc["generated", "max_iou_to_original_mean"]),
+        "iou_original_to_nearest_other": r(iou.loc["original", "max_iou_to_original_mean"]),
+        "iou_noise_to_nearest_original": r(iou.loc["noise", "max_iou_to_original_mean"]),
+        "iou_generated_to_nearest_original_median": r(iou.loc["generated", "max_iou_to_original_median"]),
+        "iou_original_to_nearest_other_median": r(iou.loc["original", "max_iou_to_original_median"]),
+        "novelty_threshold": r(a.threshold),
+        "novelty_matched_accuracy": {k: r(a.matched.loc[k, "novel_mean_accuracy"])
+                                     for k in ("generated", "noise", "gaussian", "finetuned")},
+        "novelty_matched_fraction": {k: r(a.matched.loc[k, "fraction_novel"])
+                                     for k in ("generated", "noise", "gaussian", "finetuned")},
+        "l2_generated_to_nearest_median": r(a.l2_nearest_median["generated"]),
+        "l2_original_to_nearest_other_median": r(a.l2_nearest_median["original"]),
+        "l2_gaussian_to_nearest_median": r(a.l2_nearest_median["gaussian"]),
+        "cosine_generated_to_nearest_median": float(a.cosine_generated_median),
+        "seconds_analysis": round(t_analysis, 2),
+        "seconds_total": round(time.perf_counter() - t_all, 2),
+    }

@@ -1,0 +1,233 @@
+"""Plotly figures for the notebooks. Every function returns ``(figure, table)``: the table holds the plotted
+numbers, rounded, so that nbval can check them and a reader can quote them."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import torch
+
+from workbench.evaluation.memorisation import median, pairwise_distances
+
+__all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
+           "pairwise_distance_summary", "loss_curves", "accuracy_histogram", "novelty_plane", "embedding_scatter",
+           "trajectory_plot", "interpolation_curves", "image_grid", "style_distance_curves"]
+
+
+def setup_notebook() -> None:
+    """Render figures both for JupyterLab (mimetype) and for the HTML report (embedded plotly.js)."""
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+    pio.templates.default = "plotly_white"
+
+
+def zoo_table(zoos: Mapping[str, "object"], decimals: int = 2) -> pd.DataFrame:
+    """One row per zoo: protocol, members, generated parameters, accuracy statistics."""
+    rows = [{"key": k, **z.describe()} for k, z in zoos.items()]
+    return pd.DataFrame(rows).set_index("key").round(decimals)
+
+
+def accuracy_distribution(accuracies: Mapping[str, np.ndarray | pd.Series], title: str = "Test accuracy",
+                          decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Box + points of accuracy per group (zoo or method), and their summary table."""
+    fig = go.Figure()
+    rows = []
+    for name, acc in accuracies.items():
+        a = np.asarray(acc, dtype=float)
+        fig.add_trace(go.Box(y=a, name=name, boxpoints="all", jitter=0.4, pointpos=0, marker_size=3))
+        rows.append({"group": name, "n": len(a), "min": a.min(), "median": float(np.median(a)), "mean": a.mean(),
+                     "max": a.max(), "std": a.std(), "distinct": len(np.unique(np.round(a, 4)))})
+    fig.update_layout(title=title, yaxis_title="accuracy (%)", showlegend=False, height=420)
+    return fig, pd.DataFrame(rows).set_index("group").round(decimals)
+
+
+def parameter_spread(zoo: "object", decimals: int = 6) -> tuple[go.Figure, pd.DataFrame]:
+    """Per-position standard deviation of the generated parameters across members, by tensor."""
+    vec = zoo.vectors().double()
+    std = vec.std(0, unbiased=False)
+    mean_abs = vec.mean(0).abs()
+    fig = go.Figure()
+    rows = []
+    for name, sl in zoo.spec.slices().items():
+        s = std[sl].numpy()
+        order = np.argsort(s)[::-1]
+        fig.add_trace(go.Scatter(x=np.arange(sl.start, sl.stop), y=s[order], mode="lines", name=name))
+        rows.append({"tensor": name, "numel": sl.stop - sl.start, "mean_abs_value": float(mean_abs[sl].mean()),
+                     "mean_std": float(s.mean()), "max_std": float(s.max()),
+                     "relative_spread": float(s.mean() / max(float(mean_abs[sl].mean()), 1e-12))})
+    fig.update_layout(title=f"{zoo.config.name}: per-position std across {len(zoo)} members (sorted within tensor)",
+                      xaxis_title="position in the flat vector", yaxis_title="std", yaxis_type="log", height=380)
+    return fig, pd.DataFrame(rows).set_index("tensor").round(decimals)
+
+
+def pairwise_distance_summary(vectors: torch.Tensor) -> dict[str, float]:
+    """Median and min exact L2 distance between members (float64, no matmul shortcut)."""
+
+    d = pairwise_distances(vectors, vectors)
+    iu = torch.triu_indices(len(d), len(d), 1)
+    vals = d[iu[0], iu[1]]
+    return {"median_l2": median(vals), "min_l2": float(vals.min()), "max_l2": float(vals.max())}
+
+
+def distance_table(zoos: Mapping[str, "object"], decimals: int = 5) -> pd.DataFrame:
+    """Exact pairwise L2 distance summary (median, min, max) for each zoo."""
+    rows = {k: pairwise_distance_summary(z.vectors()) for k, z in zoos.items()}
+    return pd.DataFrame(rows).T.round(decimals)
+
+
+def loss_curves(histories: Mapping[str, pd.DataFrame], title: str = "Training loss",
+                decimals: int = 4) -> tuple[go.Figure, pd.DataFrame]:
+    """Loss against step for several training runs (log scale), and first/last loss per run."""
+    fig = go.Figure()
+    rows = []
+    for name, h in histories.items():
+        fig.add_trace(go.Scatter(x=h["step"], y=h["loss"], mode="lines", name=name))
+        rows.append({"run": name, "steps": int(h["step"].iloc[-1]), "first_loss": float(h["loss"].iloc[0]),
+                     "last_loss": float(h["loss"].iloc[-1]),
+                     "mean_last_10pct": float(h["loss"].iloc[-max(1, len(h) // 10):].mean())})
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", yaxis_type="log", height=380)
+    return fig, pd.DataFrame(rows).set_index("run").round(decimals)
+
+
+def accuracy_histogram(accuracies: Mapping[str, np.ndarray], title: str = "Test accuracy",
+                       decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Overlaid histograms of accuracy per method, with the same summary table as accuracy_distribution."""
+    fig = go.Figure()
+    for name, acc in accuracies.items():
+        fig.add_trace(go.Histogram(x=np.asarray(acc, dtype=float), name=name, opacity=0.6, nbinsx=40))
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="accuracy (%)", yaxis_title="models", height=400)
+    _, table = accuracy_distribution(accuracies, decimals=decimals)
+    return fig, table
+
+
+def novelty_plane(frame: pd.DataFrame, x: str = "max_iou_to_original", threshold: float | None = None,
+                  title: str | None = None, decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Accuracy against novelty (max IoU to the nearest original, or L2 to it) for every method's models."""
+    fig = go.Figure()
+    for method, g in frame.groupby("method", sort=False):
+        fig.add_trace(go.Scatter(x=g[x], y=g["accuracy"], mode="markers", name=method, marker_size=5, opacity=0.7))
+    if threshold is not None and x == "max_iou_to_original":
+        fig.add_vline(x=threshold, line_dash="dash", annotation_text="novelty threshold")
+    label = "max IoU of wrong predictions to the nearest original" if x == "max_iou_to_original" \
+        else "L2 distance to the nearest original"
+    fig.update_layout(title=title or f"Accuracy vs novelty ({'IoU' if 'iou' in x else 'L2'})",
+                      xaxis_title=label + " (← more novel)" if "iou" in x else label + " (more novel →)",
+                      yaxis_title="test accuracy (%)", height=450)
+    table = frame.groupby("method", sort=False).agg(n=("accuracy", "size"), accuracy_mean=("accuracy", "mean"),
+                                                    novelty_median=(x, "median"), novelty_min=(x, "min"),
+                                                    novelty_max=(x, "max"))
+    return fig, table.round(decimals)
+
+
+def embedding_scatter(frame: pd.DataFrame, title: str, decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Scatter of a 2-D embedding coloured by group; the table gives each group's centroid and spread."""
+    fig = go.Figure()
+    for group, g in frame.groupby("group", sort=False):
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="markers", name=str(group), marker_size=5, opacity=0.75))
+    fig.update_layout(title=title, height=450, xaxis_title="dim 1", yaxis_title="dim 2")
+    table = frame.groupby("group", sort=False).agg(n=("x", "size"), x_mean=("x", "mean"), y_mean=("y", "mean"),
+                                                   x_std=("x", "std"), y_std=("y", "std"))
+    return fig, table.round(decimals)
+
+
+def trajectory_plot(coords: pd.DataFrame, original_xy: np.ndarray, title: str = "Diffusion trajectories",
+                    decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Trajectories (columns seed, step, x, y) over the originals' mean ± std band in the same projection."""
+    fig = go.Figure()
+    mx, my = original_xy.mean(0)
+    sx, sy = original_xy.std(0)
+    fig.add_shape(type="rect", x0=mx - sx, x1=mx + sx, y0=my - sy, y1=my + sy, fillcolor="lightgrey", opacity=0.4,
+                  line_width=0)
+    fig.add_trace(go.Scatter(x=original_xy[:, 0], y=original_xy[:, 1], mode="markers", name="originals",
+                             marker=dict(size=4, color="grey")))
+    rows = []
+    for seed, g in coords.groupby("seed"):
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="lines+markers", name=f"seed {seed}", marker_size=3))
+        last = g.iloc[-1]
+        rows.append({"seed": seed, "start_dist_to_mean": float(np.hypot(g["x"].iloc[0] - mx, g["y"].iloc[0] - my)),
+                     "end_dist_to_mean": float(np.hypot(last["x"] - mx, last["y"] - my)),
+                     "ends_inside_1std": bool(abs(last["x"] - mx) <= sx and abs(last["y"] - my) <= sy)})
+    fig.update_layout(title=title + " (grey box: originals' mean ± std)", height=450, xaxis_title="PC 1",
+                      yaxis_title="PC 2")
+    return fig, pd.DataFrame(rows).set_index("seed").round(decimals)
+
+
+def interpolation_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "Interpolation",
+                         decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Accuracy along λ for several interpolations (name → (lambdas, accuracies))."""
+    fig = go.Figure()
+    table = {}
+    for name, (lam, acc) in curves.items():
+        fig.add_trace(go.Scatter(x=lam, y=acc, mode="lines+markers", name=name))
+        table[name] = acc
+    fig.update_layout(title=title, xaxis_title="λ", yaxis_title="test accuracy (%)", height=400)
+    lam = next(iter(curves.values()))[0]
+    return fig, pd.DataFrame(table, index=pd.Index(np.round(lam, 3), name="λ")).round(decimals)
+
+
+def task_bars(table: pd.DataFrame, columns: Sequence[str], title: str = "Accuracy per task",
+              decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Grouped bars of several accuracy columns per task (rows of ``table``)."""
+    fig = go.Figure([go.Bar(name=c, x=list(table.index), y=table[c]) for c in columns])
+    fig.update_layout(barmode="group", title=title, yaxis_title="test accuracy (%)", height=420)
+    return fig, table[list(columns)].round(decimals)
+
+
+def distance_accuracy(frame: pd.DataFrame, title: str = "Distance to the nearest original vs accuracy",
+                      decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Scatter of L2 distance to the nearest original (x) against test accuracy (y), one trace per task."""
+    fig = go.Figure()
+    for task, g in frame.groupby("task", sort=False):
+        fig.add_trace(go.Scatter(x=g["l2_to_nearest_original"], y=g["accuracy"], mode="markers", name=str(task)))
+    fig.update_layout(title=title, xaxis_title="L2 distance to the nearest original of the task",
+                      yaxis_title="test accuracy (%)", height=450)
+    table = frame.groupby("task", sort=False).agg(n=("accuracy", "size"), l2_median=("l2_to_nearest_original", "median"),
+                                                 accuracy_mean=("accuracy", "mean"))
+    return fig, table.round(decimals)
+
+
+def image_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], title: str = "",
+               gap: int = 2, scale: int = 3) -> go.Figure:
+    """A labelled grid of RGB images (R, C, 3, H, W) in [0, 1] as one plotly image."""
+    images = torch.as_tensor(images).detach().float().clamp(0, 1)
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"expected images (rows, cols, 3, H, W), got {tuple(images.shape)}")
+    r, c, _, h, w = images.shape
+    if len(row_labels) != r or len(col_labels) != c:
+        raise ValueError(f"{r}×{c} images but {len(row_labels)} row and {len(col_labels)} column labels")
+    canvas = np.ones((r * (h + gap) - gap, c * (w + gap) - gap, 3), dtype=np.float32)
+    for i in range(r):
+        for j in range(c):
+            canvas[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = \
+                images[i, j].permute(1, 2, 0).numpy()
+    canvas = np.kron(canvas, np.ones((scale, scale, 1), dtype=np.float32))  # crisp pixels at a readable size
+    fig = go.Figure(go.Image(z=(canvas * 255).round().astype(np.uint8)))
+    fig.update_layout(title=title, height=max(200, r * (h + gap) * scale + 120), width=max(400, c * (w + gap) * scale + 200),
+                      margin=dict(l=140, r=20, t=60, b=20))
+    fig.update_xaxes(tickvals=[(j * (w + gap) + w / 2) * scale for j in range(c)], ticktext=list(col_labels),
+                     side="top", showgrid=False)
+    fig.update_yaxes(tickvals=[(i * (h + gap) + h / 2) * scale for i in range(r)], ticktext=list(row_labels),
+                     showgrid=False)
+    return fig
+
+
+def style_distance_curves(frame: pd.DataFrame, title: str = "Style distance along the interpolation",
+                          decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Mean (over content images) distance to both ends along λ, per pair and space (columns of
+    ``interpolation_frame``)."""
+    mean = frame.groupby(["pair", "space", "lambda"])[["d_first", "d_second"]].mean().reset_index()
+    fig = go.Figure()
+    for (pair, space), g in mean.groupby(["pair", "space"]):
+        a, b = pair.split(" → ")
+        dash = "solid" if space == "weight" else "dot"
+        fig.add_trace(go.Scatter(x=g["lambda"], y=g["d_first"], mode="lines+markers", line_dash=dash,
+                                 name=f"to {a} ({space}, {pair})"))
+        fig.add_trace(go.Scatter(x=g["lambda"], y=g["d_second"], mode="lines+markers", line_dash=dash,
+                                 name=f"to {b} ({space}, {pair})"))
+    fig.update_layout(title=title, xaxis_title="λ", yaxis_title="Gram distance (EfficientNet-Lite0)", height=450)
+    table = mean.pivot_table(index="lambda", columns=["pair", "space"], values=["d_first", "d_second"])
+    return fig, table.round(decimals)

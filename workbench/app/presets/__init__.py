@@ -1,0 +1,185 @@
+"""Named configurations: ``ci`` (seconds, used by the tests), ``default`` (the report), and larger ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workbench.core.paths import safe_name
+from workbench.systems.cond_pdiff.generator import CondPDiffConfig
+from workbench.systems.cond_pdiff.style.zoo import StyleZooConfig
+from workbench.systems.pdiff.generator import PDiffConfig
+from workbench.zoo.config import ZooConfig
+from workbench.zoo.lora.tasks import LoRAZooConfig
+from workbench.zoo.lora.text import TextLoRAZooConfig
+
+__all__ = ["Preset", "available_presets", "is_preset_path", "load_preset", "preset_file", "preset_folder"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration: the zoos it collects and per-benchmark settings."""
+
+    name: str
+    description: str
+    zoos: dict[str, ZooConfig]
+    bench: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _entry(self, section: str, key: str, what: str) -> dict[str, Any]:
+        """One named entry of a preset section, with a clear error naming the entries there are."""
+        entries = self.raw.get(section, {})
+        if key not in entries:
+            raise KeyError(f"preset {self.name!r} has no {what} {key!r}; it has {sorted(entries)}")
+        return entries[key]
+
+    def generator_settings(self, name: str) -> dict[str, Any]:
+        """The preset's settings of one generator (``zoos`` it is fitted on, ``config`` overrides)."""
+        gens = self.raw.get("generators", {})
+        if name not in gens:
+            raise KeyError(f"preset {self.name!r} configures no generator {name!r}; it has {sorted(gens)}")
+        return gens[name]
+
+    def pdiff_config(self, generator: str = "pdiff"):
+        """The p-diff configuration of one of this preset's generators ("pdiff", "seeds")."""
+
+        return PDiffConfig.from_dict(self.generator_settings(generator).get("config", {}))
+
+    def lora_zoo(self, key: str = "lora_digits"):
+        """One LoRA zoo config (Cond P-Diff) by key."""
+
+        return LoRAZooConfig.from_dict(self._entry("lora_zoos", key, "LoRA zoo"))
+
+    def text_lora_zoo(self, key: str = "glue"):
+        """One text LoRA zoo config (Cond P-Diff's NLP setting) by key; ``$VARS`` and ``~`` in paths are expanded."""
+
+
+        d = dict(self._entry("text_lora_zoos", key, "text LoRA zoo"))
+        for k in ("model_path", "data_dir"):
+            d[k] = os.path.expanduser(os.path.expandvars(d.get(k, "")))
+        return TextLoRAZooConfig.from_dict(d)
+
+    def cond_config(self):
+        """The Cond P-Diff configuration of this preset."""
+
+        return CondPDiffConfig.from_dict(self.generator_settings("cond_pdiff").get("config", {}))
+
+    def style_zoo(self, key: str = "styles"):
+        """One style LoRA zoo config (Cond P-Diff's vision setting) by key."""
+
+        return StyleZooConfig.from_dict(self._entry("style_zoos", key, "style zoo"))
+
+    def style_config(self):
+        """The style-image-conditioned generator's configuration (a Cond P-Diff config)."""
+
+        return CondPDiffConfig.from_dict(self.generator_settings("style").get("config", {}))
+
+    def zoo(self, key: str) -> ZooConfig:
+        """One zoo config by key, with a clear error naming the valid keys."""
+        if key not in self.zoos:
+            raise KeyError(f"preset {self.name!r} has no zoo {key!r}; it has {sorted(self.zoos)}")
+        return self.zoos[key]
+
+
+#: A bundled preset's name (it is also the default folder name under runs/ and reports/).
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: Preset sections whose keys become directory names (``<run>/zoos/<key>``, ...): each must be a JSON object.
+NAMED_SECTIONS = ("zoos", "lora_zoos", "text_lora_zoos", "style_zoos", "generators")
+#: Other sections that must be JSON objects when present.
+OBJECT_SECTIONS = ("bench", "analysis")
+
+
+def available_presets() -> list[str]:
+    """Names of the bundled presets."""
+    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".json"))
+
+
+def is_preset_path(name_or_path: str | Path) -> bool:
+    """A preset given as a file path (it contains a ``/`` or ends ``.json``) rather than a bundled name."""
+    s = str(name_or_path)
+    return "/" in s or "\\" in s or s.endswith(".json")
+
+
+def _unknown(name_or_path: object, why: str = "") -> ValueError:
+    return ValueError(f"unknown preset {str(name_or_path)!r}{why}; bundled presets: {available_presets()} "
+                      "(or pass the path of an existing preset .json file)")
+
+
+def preset_file(name_or_path: str | Path) -> Path:
+    """The file of a preset: a bundled name (``ci``, ``default``, ...) or the path of an existing ``.json`` file.
+
+    Anything else (a name with ``..`` or other characters, a missing file, a path that is not ``.json``) is a
+    ValueError listing the bundled presets; nothing outside ``workbench/app/presets/`` is reached by name."""
+    if not isinstance(name_or_path, (str, Path)):
+        raise _unknown(name_or_path, " (a preset is a name or a path)")
+    if is_preset_path(name_or_path):
+        p = Path(name_or_path).expanduser()
+        if p.suffix != ".json":
+            raise _unknown(name_or_path, " (a preset path must end in .json)")
+        if not p.is_file():
+            raise _unknown(name_or_path, " (no such .json file)")
+        return p
+    if not PRESET_NAME.fullmatch(name_or_path):
+        raise _unknown(name_or_path)
+    f = resources.files(__package__) / f"{name_or_path}.json"
+    if not f.is_file():
+        raise _unknown(name_or_path)
+    return Path(str(f))
+
+
+def preset_folder(name_or_path: str | Path) -> str:
+    """The folder name of a preset under ``runs/`` and ``reports/``: the bundled name, or the preset's own
+    ``name`` for a preset given as a path (checked as a safe directory name when the preset is loaded)."""
+    if not is_preset_path(name_or_path):
+        preset_file(name_or_path)  # validates the name
+        return str(name_or_path)
+    return load_preset(name_or_path).name
+
+
+def _bad(where: str, problem: str) -> ValueError:
+    """Every problem of a preset file is a ValueError naming the file."""
+    return ValueError(f"preset {where}{problem}")
+
+
+def _parse(raw: Any, where: str) -> Preset:
+    if not isinstance(raw, dict):
+        raise _bad(where, f" must be a JSON object, got {type(raw).__name__}")
+    if "name" not in raw:
+        raise _bad(where, " has no 'name' (add \"name\": \"<preset name>\")")
+    safe_name(raw["name"], f"preset {where}: name", PRESET_NAME, "letters, digits, '_' and '-', starting with a "
+              "letter or digit")
+    if not isinstance(raw.get("description", ""), str):
+        raise _bad(where, ": 'description' must be a string")
+    for section in (*NAMED_SECTIONS, *OBJECT_SECTIONS):
+        if section in raw and not isinstance(raw[section], dict):
+            raise _bad(where, f": section {section!r} must be a JSON object (key -> settings), "
+                              f"got {type(raw[section]).__name__}")
+    for section in NAMED_SECTIONS:
+        for key, value in raw.get(section, {}).items():
+            safe_name(key, f"preset {where}: {section} key")
+            if not isinstance(value, dict):
+                raise _bad(where, f": {section}[{key!r}] must be a JSON object, got {type(value).__name__}")
+    zoos = {}
+    for k, v in raw.get("zoos", {}).items():
+        zoos[k] = ZooConfig.from_dict(v, what=f"preset {where}: zoo {k!r}")
+    return Preset(raw["name"], raw.get("description", ""), zoos, raw.get("bench", {}), raw)
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load a bundled preset by name, or a preset JSON file by path (see :func:`preset_file`).
+
+    The preset is checked before it is used: valid JSON, a ``name``, sections of the right type, keys that are
+    safe directory names (:func:`workbench.core.paths.safe_name`: no ``/``, no ``..``) and zoo configs that build; any
+    problem is a ValueError naming the file."""
+    f = preset_file(name_or_path)
+    where = str(f) if is_preset_path(name_or_path) else f"{f.name} (bundled)"
+    try:
+        raw = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"preset {where} is not valid JSON ({e})") from None
+    return _parse(raw, where)

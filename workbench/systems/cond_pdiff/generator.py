@@ -1,0 +1,408 @@
+"""Cond P-Diff: task-conditioned generation of LoRA parameters.
+
+Task normalisation (each task's checkpoints z-scored with their own statistics) → parameter autoencoder → latent
+diffusion whose denoiser receives a condition per task: an embedding of the task description (and two examples) by
+a text encoder, a one-hot code, or a learnable code. Condition dropout in training enables classifier-free guidance
+at sampling (beyond the paper). For a task never seen in training, the condition comes from its text and the
+normalisation statistics from the seen task whose condition is nearest (cosine) — the only statistics there are.
+
+The vision setting conditions on a *style image* instead (``condition="style_image"``): the zoo provides each
+training style's reference image (``zoo.condition_images(names)``), a pretrained image encoder embeds it, and
+:meth:`CondPDiff.sample_image` generates for any image, seen or not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from workbench.core.diffusion import check_guidance_scale, check_num_samples
+from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, staged_directory
+from workbench.nn.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    check_condition_image,
+    make_image_encoder,
+    make_text_encoder,
+    one_hot,
+)
+from workbench.systems.pdiff.generator import PDiff, PDiffConfig, check_bundle, seal_bundle
+from workbench.zoo.lora.tasks import Task
+
+__all__ = ["CondPDiffConfig", "CondPDiff", "CONDITIONS", "fit_or_load_cond"]
+
+CONDITIONS = ("one_hot", "learnable", "description", "description+examples", "style_image")
+TASKS_FILE = "tasks.json"  # the seen + unseen task table, beside cond_pdiff.json: task names work after load
+
+
+@dataclass(frozen=True)
+class CondPDiffConfig:
+    """The conditional generator: a p-diff configuration plus how tasks are encoded."""
+
+    pdiff: PDiffConfig = field(default_factory=lambda: PDiffConfig(normaliser="task"))
+    condition: str = "description+examples"
+    text_encoder: str = "minilm"
+    image_encoder: str = "efficientnet_lite0"
+    learnable_dim: int = 64
+    cond_dropout: float = 0.1
+    guidance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition={self.condition!r}: use one of {CONDITIONS}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the condition is a text embedding (the only kind that reaches unseen tasks)."""
+        return self.condition.startswith("description")
+
+    @property
+    def uses_image(self) -> bool:
+        """Whether the condition is an image embedding (a style image)."""
+        return self.condition == "style_image"
+
+    @property
+    def embeds(self) -> bool:
+        """Whether conditions are encoder embeddings (text or image): the kinds that reach unseen tasks."""
+        return self.uses_text or self.uses_image
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view."""
+        d = asdict(self)
+        d["pdiff"] = self.pdiff.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CondPDiffConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        d = dict(d)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown Cond P-Diff config keys {sorted(unknown)}")
+        if "pdiff" in d:
+            d["pdiff"] = PDiffConfig.from_dict(d["pdiff"])
+        return cls(**d)
+
+
+class CondPDiff:
+    """Fit on a LoRA zoo's seen tasks; sample LoRA + head vectors for any task (or free text)."""
+
+    def __init__(self, config: CondPDiffConfig | None = None, *, encoder: TextEncoder | None = None,
+                 cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 image_encoder: ImageEncoder | None = None) -> None:
+        self.config = config or CondPDiffConfig()
+        self.device = device
+        self._encoder = encoder
+        self._image_encoder = image_encoder
+        self.cache_dir = cache_dir
+        self.pdiff = PDiff(self.config.pdiff, device=device)
+        self.seen: list[str] = []
+        self.seen_conditions: torch.Tensor | None = None  # (T, D) condition of every seen task
+        self.tasks: dict[str, Task] = {}  # every task the zoo names (seen, then unseen): sample(name) looks here
+        self.seconds: dict[str, float] = {}
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The text encoder (loaded on first use)."""
+        if self._encoder is None:
+            self._encoder = make_text_encoder(self.config.text_encoder, self.cache_dir)
+        return self._encoder
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        """The image encoder (loaded on first use)."""
+        if self._image_encoder is None:
+            self._image_encoder = make_image_encoder(self.config.image_encoder)
+        return self._image_encoder
+
+    # -- conditions ----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.seen_conditions is None or self.pdiff.unet is None:
+            raise RuntimeError("the generator is not fitted: call fit(zoo) or CondPDiff.load(directory)")
+
+    def resolve(self, task: Task | str) -> Task | str:
+        """A task given by name → its :class:`Task` (from the task table stored at fit time) for text conditions;
+        other conditions refer to seen tasks (styles) by name, so the name stays. Unknown names are a ValueError
+        listing the known ones."""
+        if isinstance(task, Task):
+            return task
+        if not isinstance(task, str):
+            raise TypeError(f"a task is a Task or a task name (str), got {type(task).__name__}")
+        if not task.strip():
+            raise ValueError("the task name is empty: pass a task name (e.g. 'even') or a Task; for a description "
+                             "of your own use sample_text()")
+        if self.config.uses_image:
+            return task  # a seen style by name (condition() says when there is no stored image for it)
+        if self.config.uses_text:
+            if task in self.tasks:
+                return self.tasks[task]
+            if not self.tasks:
+                raise ValueError(f"task {task!r}: this generator stores no task table (saved before task tables "
+                                 f"were; seen tasks: {self.seen}): pass a Task (e.g. zoo.config.task_table()"
+                                 f"[{task!r}]) or sample_text(description), or re-fit and save it (saves now hold the table)")
+        elif task in self.seen or task in self.tasks:
+            return task  # one-hot / learnable: condition() refuses unseen tasks with its own message
+        unseen = [n for n in self.tasks if n not in self.seen]
+        raise ValueError(f"unknown task {task!r}: known tasks are {self.seen} (seen) and {unseen} (unseen); "
+                         "for a task of your own use sample_text(description, examples)")
+
+    def text_of(self, task: Task) -> str:
+        """The text a task is conditioned on."""
+        if not task.description.strip():
+            raise ValueError(f"task {task.name!r} has an empty description: a text condition needs a sentence "
+                             "describing the task, e.g. 'Is the digit even?'")
+        return task.text(with_examples=self.config.condition == "description+examples")
+
+    def condition(self, tasks: Sequence[Task | str]) -> torch.Tensor:
+        """Condition rows for tasks (Task objects or task names): text embeddings, one-hot rows or learnable-table
+        ids (seen tasks only for the last two); for image conditions, the stored embeddings of seen styles (by
+        name)."""
+        if isinstance(tasks, (str, Task)):
+            raise TypeError("condition() takes a list of tasks; wrap a single task in a list")
+        c = self.config.condition
+        tasks = [self.resolve(t) for t in tasks]
+        if self.config.uses_text:
+            return self.encoder.encode([self.text_of(t) for t in tasks])
+        names = [t if isinstance(t, str) else t.name for t in tasks]
+        if self.config.uses_image:
+            missing = [n for n in names if n not in self.seen]
+            if missing:
+                raise ValueError(f"no stored style image for {missing}; condition on an image with sample_image()")
+            return self.seen_conditions[[self.seen.index(n) for n in names]]
+        missing = [n for n in names if n not in self.seen]
+        if missing:
+            raise ValueError(f"a {c} condition exists only for the training tasks; {missing} are unseen — "
+                             "use a text condition ('description' or 'description+examples') for unseen tasks")
+        ids = torch.as_tensor([self.seen.index(n) for n in names])
+        return one_hot(ids, len(self.seen)) if c == "one_hot" else ids.float()[:, None]
+
+    def _null(self, dim: int) -> torch.Tensor:
+        if self.config.condition == "learnable":
+            return torch.tensor([float(len(self.seen))])  # the table's extra row
+        return torch.zeros(dim)
+
+    def nearest_seen(self, cond: torch.Tensor) -> list[str]:
+        """For each condition row, the seen task whose condition is most similar (cosine)."""
+        if not self.config.embeds:
+            raise ValueError("nearest seen task by condition needs text or image conditions")
+        sim = torch.nn.functional.normalize(cond, dim=-1) @ torch.nn.functional.normalize(self.seen_conditions,
+                                                                                          dim=-1).T
+        return [self.seen[int(i)] for i in sim.argmax(1)]
+
+    # -- fitting -------------------------------------------------------------------------------------
+    def fit(self, zoo, *, run_dir: str | Path | None = None, progress: bool = True,
+            tasks: Sequence[str] | None = None) -> "CondPDiff":
+        """Fit the task-normalised autoencoder and the conditional latent diffusion on the zoo's seen tasks
+        (or ``tasks``, a subset of them)."""
+        t0 = time.perf_counter()
+        self.seen = list(tasks if tasks is not None else zoo.config.tasks)
+        vectors = zoo.vectors(self.seen)
+        ids = torch.cat([torch.full((len(zoo.vectors([t])),), i) for i, t in enumerate(self.seen)])
+        # zoos of styles (image conditions) have no task table; some (ContinuousStyles) have no config at all
+        zoo_config = getattr(zoo, "config", None)
+        table = zoo_config.task_table() if hasattr(zoo_config, "task_table") else {}
+        known = dict.fromkeys([*self.seen, *getattr(zoo_config, "tasks", ()), *getattr(zoo_config, "unseen", ())])
+        self.tasks = {t: table[t] for t in known if t in table}
+        if self.config.uses_image:
+            self.seen_conditions = self.image_encoder.encode(zoo.condition_images(self.seen))
+        else:
+            self.seen_conditions = self.condition([table[t] for t in self.seen])
+        cond = self.seen_conditions[ids]
+        rd = Path(run_dir) if run_dir is not None else None
+        self.pdiff.fit_autoencoder(vectors, groups=ids, run_dir=rd, progress=progress)
+        learnable = self.config.condition == "learnable"
+        self.pdiff.fit_diffusion(vectors=vectors, groups=ids, cond=cond,
+                                 cond_dim=self.config.learnable_dim if learnable else cond.shape[1],
+                                 cond_vocab=len(self.seen) if learnable else 0,
+                                 cond_dropout=self.config.cond_dropout,
+                                 null_cond=self._null(cond.shape[1]) if self.config.cond_dropout else None,
+                                 run_dir=rd, progress=progress)
+        self.seconds = {**self.pdiff.seconds, "total": time.perf_counter() - t0}
+        return self
+
+    # -- sampling ------------------------------------------------------------------------------------
+    def _conditioning(self, cond_row: torch.Tensor, n: int, guidance_scale: float | None) -> dict[str, Any]:
+        """The denoiser's condition arguments for ``n`` samples of one condition row (with guidance settings)."""
+        check_num_samples(n)
+        self._check_fitted()
+        gs = self.config.guidance_scale if guidance_scale is None else guidance_scale
+        check_guidance_scale(gs)
+        null = self.pdiff.null_cond
+        if gs != 1.0 and null is None:
+            raise ValueError(f"guidance_scale={gs} needs a generator trained with cond_dropout > 0 (this one has no "
+                             "null condition): leave guidance_scale at 1, or re-fit with cond_dropout")
+        if not isinstance(cond_row, torch.Tensor):
+            raise TypeError(f"the condition row must be a torch.Tensor, got {type(cond_row).__name__}")
+        if cond_row.ndim > 2 or (cond_row.ndim == 2 and cond_row.shape[0] != 1):
+            raise ValueError(f"one condition row (D,) or (1, D) is expected, got shape {tuple(cond_row.shape)}: "
+                             "e.g. condition([task])[0]")
+        return {"cond": cond_row.reshape(1, -1).expand(n, -1), "guidance_scale": gs,
+                "null_cond": None if null is None else null.reshape(1, -1)}
+
+    def _sample(self, cond_row: torch.Tensor, stats_task: str, n: int, *, seed: int, sampler: str,
+                steps: int | None, guidance_scale: float | None) -> torch.Tensor:
+        conditioning = self._conditioning(cond_row, n, guidance_scale)
+        groups = torch.full((n,), self.seen.index(stats_task))
+        return self.pdiff.sample(n, sampler=sampler, steps=steps, seed=seed, groups=groups, **conditioning)
+
+    def sample(self, task: Task | str, n: int, *, seed: int = 0, sampler: str = "ddim", steps: int | None = None,
+               guidance_scale: float | None = None) -> torch.Tensor:
+        """``n`` parameter vectors for ``task``: a Task or a task name (seen or unseen, from the zoo's task table;
+        a seen style by name for image conditions). ``steps``: DDIM's (default 50); DDPM runs all T steps."""
+        check_num_samples(n)
+        self._check_fitted()
+        task = self.resolve(task)
+        name = task if isinstance(task, str) else task.name
+        cond = self.condition([task])
+        stats = name if name in self.seen else self.nearest_seen(cond)[0]
+        return self._sample(cond[0], stats, n, seed=seed, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
+
+    def sample_image(self, image: torch.Tensor, n: int = 8, *, seed: int = 0, sampler: str = "ddim",
+                     steps: int | None = None, guidance_scale: float | None = None) -> tuple[torch.Tensor, str]:
+        """Vectors conditioned on one style image, (3, H, W) or (1, 3, H, W) with values in [0, 1]; also returns
+        the nearest seen style."""
+        if not self.config.uses_image:
+            raise ValueError("image-conditioned sampling needs condition='style_image'")
+        image = check_condition_image(image)
+        check_num_samples(n)
+        self._check_fitted()
+        cond = self.image_encoder.encode(image)
+        near = self.nearest_seen(cond)[0]
+        return self._sample(cond[0], near, n, seed=seed, sampler=sampler, steps=steps,
+                            guidance_scale=guidance_scale), near
+
+    def condition_trajectory(self, cond_row: torch.Tensor, n: int = 1, *, seed: int = 0, steps: int | None = None,
+                             guidance_scale: float | None = None):
+        """DDIM trajectory (every intermediate state; ``steps`` default 50) for one condition row, e.g.
+        ``condition([style])[0]``."""
+        return self.pdiff.trajectory(n, sampler="ddim", steps=steps, seed=seed,
+                                     **self._conditioning(cond_row, n, guidance_scale))
+
+    def sample_text(self, description: str, examples: Sequence[str] = (), n: int = 8, *, seed: int = 0,
+                    sampler: str = "ddim", steps: int | None = None, guidance_scale: float | None = None
+                    ) -> tuple[torch.Tensor, str]:
+        """Vectors for a free-text task description (and examples); also returns the nearest seen task."""
+        if not self.config.uses_text:
+            raise ValueError("free-text sampling needs a text condition")
+        if not isinstance(description, str):
+            raise TypeError(f"the task description must be a str, got {type(description).__name__}")
+        if not description.strip():
+            raise ValueError("the task description is empty: describe the task in a sentence, e.g. "
+                             "'Is the digit even?'")
+        if isinstance(examples, str) or not all(isinstance(e, str) for e in examples):
+            raise TypeError("examples must be a list of strings (wrap a single example in a list)")
+        check_num_samples(n)
+        self._check_fitted()
+        # the same text format as the training tasks' conditions
+        task = Task("free text", description, tuple(examples), ((0,), (1,)))
+        cond = self.encoder.encode([self.text_of(task)])
+        near = self.nearest_seen(cond)[0]
+        return self._sample(cond[0], near, n, seed=seed, sampler=sampler, steps=steps,
+                            guidance_scale=guidance_scale), near
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """p-diff weights and normalisers, plus the seen tasks and their conditions (safetensors, JSON): staged and
+        published whole, ``cond_pdiff.json`` (with every file's sha256) last — complete or not at all."""
+        self._check_fitted()
+        with staged_directory(directory, "cond_pdiff.json") as stage:
+            self.pdiff.write_bundle(stage)
+            save_tensors(stage / "seen_conditions.safetensors", {"conditions": self.seen_conditions})
+            atomic_write_json(stage / TASKS_FILE, {"tasks": [t.to_dict() for t in self.tasks.values()]})
+            seal_bundle(stage, {"config": self.config.to_dict(), "seen": self.seen, "seconds": self.seconds},
+                        "cond_pdiff.json")
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, encoder: TextEncoder | None = None,
+             cache_dir: str | Path | None = None, image_encoder: ImageEncoder | None = None) -> "CondPDiff":
+        """Inverse of :meth:`save`."""
+        d = Path(directory)
+        meta_path = d / "cond_pdiff.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no saved Cond P-Diff generator in {d} (cond_pdiff.json is missing: it was "
+                                    "never saved there, or its save was interrupted); fit and save it again")
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):  # the file's content is wrong
+            raise ValueError(f"{meta_path} has no generator config: the saved generator is "  # noqa: TRY004
+                             "inconsistent — re-save it (CondPDiff.save) or re-fit")
+        check_bundle(d, meta, "cond_pdiff.json")
+        self = cls(CondPDiffConfig.from_dict(meta["config"]), encoder=encoder, cache_dir=cache_dir,
+                   image_encoder=image_encoder)
+        self.pdiff = PDiff.load(d)
+        self.seen = meta.get("seen")
+        conds = load_tensors(d / "seen_conditions.safetensors").get("conditions")
+        self.tasks = self._load_tasks(d)
+        self._check_saved(meta_path, conds)
+        self.seen_conditions = conds
+        self.seconds = meta.get("seconds", {})
+        return self
+
+    @staticmethod
+    def _load_tasks(d: Path) -> dict[str, Task]:
+        """The task table saved beside cond_pdiff.json ({} for a generator saved before tables were saved)."""
+        path = d / TASKS_FILE
+        if not path.exists():
+            return {}
+        try:
+            tasks = [Task.from_dict(t) for t in read_json(path)["tasks"]]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path} is not a task table ({type(e).__name__}: {e}): the saved generator is "
+                             "inconsistent — re-save it (CondPDiff.save) or re-fit") from None
+        table = {t.name: t for t in tasks}
+        if len(table) != len(tasks):
+            raise ValueError(f"{path} names a task twice: the saved generator is inconsistent — re-save it "
+                             "(CondPDiff.save) or re-fit")
+        return table
+
+    def _check_saved(self, meta_path: Path, conds: Any) -> None:
+        """The seen tasks, their stored conditions, the task table and the denoiser must agree with one another."""
+        bad = ": the saved generator is inconsistent — re-save it (CondPDiff.save) or re-fit"
+        seen = self.seen
+        if not isinstance(seen, list) or not all(isinstance(t, str) and t for t in seen) or not seen:
+            raise ValueError(f"{meta_path}: 'seen' must be a non-empty list of task names, got {seen!r}{bad}")
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"{meta_path} lists a seen task twice ({seen}){bad}")
+        cond_path = meta_path.parent / "seen_conditions.safetensors"
+        if not isinstance(conds, torch.Tensor) or conds.ndim != 2:
+            raise ValueError(f"{cond_path} holds no (tasks, D) condition matrix{bad}")
+        if len(seen) != len(conds):
+            raise ValueError(f"{meta_path} lists {len(seen)} seen tasks but {cond_path} holds {len(conds)} seen "
+                             f"conditions{bad}")
+        if not torch.isfinite(conds).all():
+            raise ValueError(f"{cond_path} contains NaN or Inf values{bad}")
+        dcfg = self.pdiff.unet.cfg
+        cond_dim, vocab = int(getattr(dcfg, "cond_dim", 0)), int(getattr(dcfg, "cond_vocab", 0))
+        width = 1 if self.config.condition == "learnable" else (len(seen) if self.config.condition == "one_hot"
+                                                                  else cond_dim)
+        if conds.shape[1] != width or (not self.config.embeds and conds.shape[1] != (1 if vocab else cond_dim)) \
+                or (vocab and vocab != len(seen)):
+            raise ValueError(f"{cond_path} holds {conds.shape[1]}-d conditions for {len(seen)} tasks but the "
+                             f"denoiser was trained with {cond_dim}-d conditions"
+                             f"{f' over {vocab} task ids' if vocab else ''}{bad}")
+        groups = getattr(self.pdiff.normaliser, "tasks", None)
+        if isinstance(groups, torch.Tensor) and len(groups) != len(seen):
+            raise ValueError(f"{meta_path} lists {len(seen)} seen tasks but the task normaliser holds statistics for "
+                             f"{len(groups)}{bad}")
+        missing = [t for t in seen if t not in self.tasks]
+        if self.tasks and missing:
+            raise ValueError(f"the seen tasks {missing} of {meta_path} are not in the task table "
+                             f"{meta_path.parent / TASKS_FILE}{bad}")
+
+
+def fit_or_load_cond(zoo, config: CondPDiffConfig, directory: str | Path, *, cache_dir: str | Path | None = None,
+                     progress: bool = True) -> CondPDiff:
+    """Load the conditional generator saved in ``directory`` if it matches ``config``; else fit and save."""
+    d = Path(directory)
+    if (d / "cond_pdiff.json").exists() and read_json(d / "cond_pdiff.json")["config"] == config.to_dict() \
+            and (d / "denoiser_weights.safetensors").exists():
+        return CondPDiff.load(d, cache_dir=cache_dir)
+    gen = CondPDiff(config, cache_dir=cache_dir).fit(zoo, run_dir=d / "checkpoints", progress=progress)
+    gen.save(d)
+    return gen

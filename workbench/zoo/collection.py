@@ -1,0 +1,227 @@
+"""Collection protocols: dense checkpoints of a subset, dense checkpoints of everything, independent seeds.
+
+Every protocol resumes: re-running ``collect`` on the same directory skips committed members and continues
+an interrupted trajectory from its last saved state (or replays it deterministically from an earlier one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from workbench.core.faults import fault_point
+from workbench.core.params import ParamSpec
+from workbench.data import batch_schedule
+from workbench.evaluation.evaluate import MemberEvaluator, split_model
+from workbench.nn.architectures import build_model
+from workbench.zoo.config import ZooConfig
+from workbench.zoo.storage import Zoo, ZooStore, iter_chunks
+from workbench.zoo.training import init_members, train_loop, train_vectorized
+
+__all__ = ["collect", "collect_all"]
+
+
+def _rows(cfg: ZooConfig, ids: list[int], tr, te, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"member_id": int(i), "protocol": cfg.protocol, "train_acc": float(tr.accuracy[k]),
+         "test_acc": float(te.accuracy[k]), "train_loss": float(tr.loss[k]), "test_loss": float(te.loss[k]),
+         **extra[k]}
+        for k, i in enumerate(ids)
+    ]
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def base_key(cfg: ZooConfig) -> str:
+    """Identity of a dense protocol's base model: zoos agreeing on data, architecture, training and seed share it."""
+    blob = json.dumps({k: cfg.to_dict()[k] for k in ("data", "arch", "train", "seed")}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _train_base(cfg: ZooConfig, store: ZooStore, data, progress: bool, base_cache: Path | None) -> nn.Module:
+    """Train (or reload) the base model of a dense protocol; ``base_cache`` shares it between zoos."""
+    model = build_model(cfg.arch, seed=cfg.seed)
+    saved = store.load_state("base")
+    if saved is None and base_cache is not None:
+        shared = ZooStore(base_cache).load_state(base_key(cfg))
+        if shared is not None:
+            store.save_state("base", *shared)
+            saved = shared
+    if saved is not None:
+        model.load_state_dict(saved[0])
+        return model
+    model.train()
+    t0 = time.perf_counter()
+    hist = train_loop(model, data.x_train, data.y_train, cfg.train, progress=progress)
+    meta = {"train_loss": hist, "seconds": time.perf_counter() - t0}
+    store.save_state("base", model.state_dict(), meta)
+    if base_cache is not None:
+        ZooStore(base_cache).save_state(base_key(cfg), model.state_dict(), meta)
+    return model
+
+
+def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progress: bool,
+                   base_cache: Path | None) -> None:
+    full = cfg.protocol == "dense_full"
+    done = store.done_ids()
+    if len(done) >= cfg.n_members:
+        return
+    model = _train_base(cfg, store, data, progress, base_cache)
+    evaluator = MemberEvaluator(model, spec, probe=data.x_test)
+
+    if full:
+        # Every tensor is fine-tuned, in train mode (BatchNorm statistics move and are part of the member).
+        prefix, suffix, name_map = nn.Identity(), model, {n: n for n in model.state_dict()}
+        suffix.train()
+    else:
+        # Only the selected tensors move; the prefix is frozen, so its output is computed once, and BatchNorm
+        # stays in eval mode so that the rest of the network is exactly the base checkpoint.
+        prefix, suffix, name_map = split_model(model, spec.names, probe=data.x_test[:4])
+        suffix.eval()
+    with torch.no_grad():
+        f_train = prefix(data.x_train) if not full else data.x_train
+    trainable_suffix = [name_map[n] for n in spec.names if name_map[n] in dict(suffix.named_parameters())]
+    buffers_selected = [n for n in spec.names if name_map[n] not in dict(suffix.named_parameters())]
+    if buffers_selected and not full:
+        raise ValueError(f"dense_subset selects buffers {buffers_selected[:3]}; they do not train with frozen "
+                         "BatchNorm. Select weights/biases only (e.g. 'layer4.1.bn2.weight').")
+    named = dict(suffix.named_parameters())
+    for n, p in named.items():
+        p.requires_grad_(n in trainable_suffix)
+    params = [named[n] for n in trainable_suffix]
+    opt = torch.optim.SGD(params, lr=cfg.checkpoint_lr, momentum=cfg.checkpoint_momentum,
+                          weight_decay=cfg.train.weight_decay)
+
+    # Resume point: the trajectory state saved after the last committed shard (or replay from the start).
+    step = 0
+    saved = store.load_state("trajectory")
+    if saved is not None and any(m not in done for m in range(int(saved[1]["step"]) // cfg.save_every)):
+        # members before the saved position were lost (a shard deleted, or moved aside by `zoo repair`): the
+        # trajectory is deterministic, so replay it from the base model and commit only the missing members
+        saved = None
+    if saved is not None:
+        tensors, meta = saved
+        with torch.no_grad():
+            for n, t in tensors.items():
+                if n.startswith("param."):
+                    suffix.state_dict()[n[6:]].copy_(t)
+        opt.load_state_dict({"state": {i: {"momentum_buffer": tensors[f"momentum.{i}"]}
+                                       for i in range(len(params)) if f"momentum.{i}" in tensors},
+                             "param_groups": opt.state_dict()["param_groups"]})
+        step = int(meta["step"])
+    n_per_epoch = len(batch_schedule(len(data.y_train), cfg.train.batch_size, 0, cfg.data.seed))
+    data_seed = cfg.train.data_seed + 1  # a different minibatch order from the base training
+
+    total_steps = cfg.n_members * cfg.save_every
+    bar = tqdm(total=cfg.n_members, initial=len(done), desc=f"{cfg.name}: checkpoints", disable=not progress)
+    pending_ids: list[int] = []
+    pending_vecs: list[torch.Tensor] = []
+    pending_steps: list[int] = []
+    while step < total_steps:
+        epoch, k = divmod(step, n_per_epoch)
+        idx = batch_schedule(len(data.y_train), cfg.train.batch_size, epoch, data_seed)[k]
+        loss = nn.functional.cross_entropy(suffix(f_train[idx]), data.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % cfg.save_every:
+            continue
+        member = step // cfg.save_every - 1
+        if member in done:
+            continue  # replaying a trajectory past members that are already stored
+        sd = suffix.state_dict()
+        pending_ids.append(member)
+        pending_vecs.append(torch.cat([sd[name_map[n]].detach().reshape(-1).float() for n in spec.names]))
+        pending_steps.append(step)
+        bar.update(1)
+        if len(pending_ids) == cfg.chunk_size or step == total_steps:
+            vecs = torch.stack(pending_vecs)
+            tr = evaluator(vecs, data.x_train, data.y_train)
+            te = evaluator(vecs, data.x_test, data.y_test)
+            extra = [{"seed": cfg.seed, "step": s} for s in pending_steps]
+            store.add_shard(_rows(cfg, pending_ids, tr, te, extra), vecs)
+            fault_point("after_shard")
+            state = {f"param.{n}": p.detach().clone() for n, p in zip(trainable_suffix, params)}
+            for i, p in enumerate(params):
+                buf = opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    state[f"momentum.{i}"] = buf.clone()
+            if full:
+                state.update({f"param.{n}": b.detach().clone() for n, b in suffix.named_buffers()
+                              if b.is_floating_point()})
+            store.save_state("trajectory", state, {"step": step})
+            done.update(pending_ids)
+            pending_ids, pending_vecs, pending_steps = [], [], []
+    bar.close()
+
+
+def _collect_seeds(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progress: bool) -> None:
+    template = build_model(cfg.arch, seed=cfg.seed)
+    if not (store.root / "base.safetensors").exists():
+        store.save_state("base", template.state_dict(), {"note": "template only: every member is generated whole"})
+    done = store.done_ids()
+    todo = [i for i in range(cfg.n_members) if i not in done]
+    if not todo:
+        return
+    vectorise = cfg.vectorized and not _has_batchnorm(template)
+    all_params = set(dict(template.named_parameters()))
+    if vectorise and not set(spec.names) <= all_params:
+        vectorise = False
+    evaluator = MemberEvaluator(template, spec, probe=data.x_test)
+    bar = tqdm(total=cfg.n_members, initial=len(done), desc=f"{cfg.name}: seeds", disable=not progress)
+    for chunk in iter_chunks(todo, cfg.chunk_size):
+        seeds = [cfg.seed + i for i in chunk]
+        if vectorise:
+            init = init_members(cfg.arch, seeds)
+            states, _ = train_vectorized(cfg.arch, init, data.x_train, data.y_train, cfg.train,
+                                         trainable=None if set(spec.names) == all_params else list(spec.names),
+                                         progress=progress)
+            full_states = {**{k: v for k, v in init.items()}, **states}
+            vecs = spec.flatten_batch(full_states)
+        else:
+            vs = []
+            for s in seeds:
+                m = build_model(cfg.arch, seed=s).train()
+                train_loop(m, data.x_train, data.y_train, cfg.train)
+                vs.append(spec.flatten(m.eval()))
+            vecs = torch.stack(vs)
+        tr = evaluator(vecs, data.x_train, data.y_train)
+        te = evaluator(vecs, data.x_test, data.y_test)
+        extra = [{"seed": s, "step": cfg.train.epochs} for s in seeds]
+        store.add_shard(_rows(cfg, chunk, tr, te, extra), vecs)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_cache: str | Path | None = None) -> Zoo:
+    """Collect (or resume collecting) the zoo ``config`` into ``root``; returns the loaded zoo.
+
+    ``base_cache``: a directory where trained base models are shared between zoos (see :func:`base_key`)."""
+    store = ZooStore(root)
+    # The spec depends only on the architecture, and the data must load: both are checked before anything is
+    # written, so a bad config leaves no half-made zoo directory behind.
+    spec = ParamSpec.select(build_model(config.arch, seed=config.seed), config.select, config.exclude)
+    data = config.data.load()
+    store.init(config, spec)
+    if config.protocol == "seeds":
+        _collect_seeds(config, spec, store, data, progress)
+    else:
+        _collect_dense(config, spec, store, data, progress, Path(base_cache) if base_cache else None)
+    return Zoo(root)
+
+
+def collect_all(configs: dict[str, ZooConfig], run_dir: str | Path, *, progress: bool = True) -> dict[str, Zoo]:
+    """Collect (or resume) several zoos into ``<run_dir>/zoos/<key>``."""
+    run_dir = Path(run_dir)
+    return {k: collect(c, run_dir / "zoos" / k, progress=progress, base_cache=run_dir / "bases")
+            for k, c in configs.items()}

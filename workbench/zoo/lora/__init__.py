@@ -1,0 +1,2 @@
+"""LoRA zoos: per condition (a task, a dataset), a LoRA adapter fine-tuned on a frozen pretrained model, its last
+steps kept as dense checkpoints. Image tasks on a timm backbone (tasks) and text tasks on a BERT-style model (text)."""

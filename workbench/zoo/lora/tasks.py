@@ -1,0 +1,444 @@
+"""LoRA zoos (Cond P-Diff): a family of classification tasks over one dataset, a frozen pretrained backbone, and per
+task a peft LoRA adapter plus a task head fine-tuned from the same start, whose last steps are kept as dense
+checkpoints tagged with their task.
+
+The backbone up to the first adapted module never changes, so its features are computed once per image and cached
+on disk; fine-tuning and evaluation run only the tail (for EfficientNet-Lite0 with LoRA on ``conv_head``: conv_head,
+BN, pooling and the head). Every task's head has ``n_outputs`` logits so all members share one parameter layout; a
+binary task trains its two classes and learns to keep the others low.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from workbench.core.io import (
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    read_json,
+    record_checksum,
+    save_tensors,
+    verify_checksum,
+)
+from workbench.core.params import ParamSpec, check_finite
+from workbench.data import DatasetInfo, TaskData, imagenet_input, load_dataset
+from workbench.evaluation.evaluate import MemberEvaluator, split_model
+from workbench.nn.architectures import ArchConfig, build_model
+
+__all__ = ["Task", "DIGIT_TASKS", "TaskZooConfig", "LoRAZooConfig", "LoRAZoo", "collect_lora_zoo", "backbone_features"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task defined on a source dataset's labels.
+
+    ``classes[k]`` lists the source labels that become class ``k``; examples whose label is in no class are left
+    out (so "Is it a 3 or an 8?" trains on threes and eights only)."""
+
+    name: str
+    description: str
+    examples: tuple[str, str]
+    classes: tuple[tuple[int, ...], ...]
+
+    def text(self, with_examples: bool = True) -> str:
+        """The condition text: the description, optionally followed by the two examples."""
+        examples = [e for e in self.examples if e.strip()] if with_examples else []
+        return self.description + (" Examples: " + " ".join(examples) if examples else "")
+
+    def relabel(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask of kept examples, their task labels)."""
+        out = torch.full_like(y, -1)
+        for k, labels in enumerate(self.classes):
+            out[torch.isin(y, torch.as_tensor(labels, dtype=y.dtype))] = k
+        keep = out >= 0
+        return keep, out[keep]
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view."""
+        return {"name": self.name, "description": self.description, "examples": list(self.examples),
+                "classes": [list(c) for c in self.classes]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        """Inverse of :meth:`to_dict`."""
+        return cls(d["name"], d["description"], tuple(d["examples"]), tuple(tuple(c) for c in d["classes"]))
+
+
+def _binary(name: str, description: str, yes: Sequence[int], no: Sequence[int], ex_yes: int, ex_no: int) -> Task:
+    return Task(name, description, (f"A handwritten {ex_yes} → yes.", f"A handwritten {ex_no} → no."),
+                (tuple(no), tuple(yes)))
+
+
+_ALL = range(10)
+DIGIT_TASKS: dict[str, Task] = {t.name: t for t in [
+    _binary("even", "Is the digit even?", [0, 2, 4, 6, 8], [1, 3, 5, 7, 9], 4, 7),
+    _binary("odd", "Is the digit odd?", [1, 3, 5, 7, 9], [0, 2, 4, 6, 8], 7, 4),
+    _binary("greater_than_4", "Is the digit greater than four?", [5, 6, 7, 8, 9], [0, 1, 2, 3, 4], 8, 2),
+    _binary("less_than_3", "Is the digit smaller than three?", [0, 1, 2], [3, 4, 5, 6, 7, 8, 9], 1, 5),
+    _binary("greater_than_6", "Is the digit greater than six?", [7, 8, 9], [0, 1, 2, 3, 4, 5, 6], 9, 3),
+    _binary("closed_loop", "Does the digit contain a closed loop?", [0, 6, 8, 9], [1, 2, 3, 5, 7], 8, 1),
+    _binary("straight_lines", "Is the digit drawn with straight strokes only?", [1, 4, 7], [0, 2, 3, 5, 6, 8, 9], 7, 3),
+    _binary("prime", "Is the digit a prime number?", [2, 3, 5, 7], [0, 1, 4, 6, 8, 9], 5, 6),
+    _binary("multiple_of_3", "Is the digit a multiple of three?", [0, 3, 6, 9], [1, 2, 4, 5, 7, 8], 6, 2),
+    _binary("three_or_eight", "Is it a 3 or an 8? Answer yes for 8.", [8], [3], 8, 3),
+    _binary("one_or_seven", "Is it a 1 or a 7? Answer yes for 7.", [7], [1], 7, 1),
+    _binary("zero_or_six", "Is it a 0 or a 6? Answer yes for 6.", [6], [0], 6, 0),
+    _binary("four_or_nine", "Is it a 4 or a 9? Answer yes for 9.", [9], [4], 9, 4),
+    _binary("two_or_five", "Is it a 2 or a 5? Answer yes for 5.", [5], [2], 5, 2),
+    Task("classify_0_4", "Which digit is it, from zero to four?", ("A handwritten 3 → 3.", "A handwritten 0 → 0."),
+         tuple((d,) for d in range(5))),
+    Task("classify_5_9", "Which digit is it, from five to nine? Answer the digit minus five.",
+         ("A handwritten 7 → 2.", "A handwritten 5 → 0."), tuple((d,) for d in range(5, 10))),
+]}
+
+
+class TaskZooConfig:
+    """What every LoRA zoo config shares: its tasks (seen, then unseen) and a JSON round trip."""
+
+    _tuple_fields: tuple[str, ...] = ("target_modules", "tasks", "unseen")
+
+    def task_table(self) -> dict[str, Task]:
+        """Every task this zoo can refer to."""
+        raise NotImplementedError
+
+    def all_tasks(self) -> list[Task]:
+        """Seen tasks, then unseen tasks."""
+        table = self.task_table()
+        return [table[t] for t in (*self.tasks, *self.unseen)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view."""
+        d = asdict(self)
+        for k in self._tuple_fields:
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LoRAZooConfig(TaskZooConfig):
+    """A LoRA zoo: dataset, backbone, adapter, the seen and unseen tasks, and the fine-tuning schedule."""
+
+    name: str = "lora_digits"
+    dataset: str = "mnist5k"
+    data_seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+    image_size: int = 64
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    target_modules: tuple[str, ...] = ("conv_head",)
+    rank: int = 4
+    alpha: float = 8.0
+    n_outputs: int = 5
+    tasks: tuple[str, ...] = ("even", "greater_than_4", "less_than_3", "closed_loop", "straight_lines", "prime",
+                              "multiple_of_3", "three_or_eight", "one_or_seven", "zero_or_six", "classify_0_4",
+                              "classify_5_9")
+    unseen: tuple[str, ...] = ("odd", "greater_than_6", "four_or_nine", "two_or_five")
+    steps: int = 300
+    keep_last: int = 100
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    task_defs: dict[str, dict] = field(default_factory=dict)  # extra tasks (Task.to_dict) beyond DIGIT_TASKS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "unseen", tuple(self.unseen))
+        if not 0 < self.keep_last <= self.steps:
+            raise ValueError(f"keep_last must be in 1..steps ({self.steps}), got {self.keep_last}")
+        unknown = [t for t in (*self.tasks, *self.unseen) if t not in self.task_table()]
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; define them in task_defs or pick from {sorted(DIGIT_TASKS)}")
+        if set(self.tasks) & set(self.unseen):
+            raise ValueError(f"tasks {sorted(set(self.tasks) & set(self.unseen))} are both seen and unseen")
+        too_wide = [t for t in (*self.tasks, *self.unseen) if len(self.task_table()[t].classes) > self.n_outputs]
+        if too_wide:
+            raise ValueError(f"tasks {too_wide} have more classes than n_outputs={self.n_outputs}")
+
+    def task_table(self) -> dict[str, Task]:
+        """Every task this zoo can refer to."""
+        return {**DIGIT_TASKS, **{k: Task.from_dict(v) for k, v in self.task_defs.items()}}
+
+
+# -- backbone and features ---------------------------------------------------------------------------------------
+def _to_backbone_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Standardised grey images → 3-channel ImageNet-normalised images of ``size``×``size``."""
+    if x.ndim == 2:  # flat MNIST rows
+        side = int(round(x.shape[1] ** 0.5))
+        x = x.reshape(len(x), 1, side, side)
+    lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    x = (x - lo) / (hi - lo).clamp_min(1e-8)  # per image to [0, 1]: independent of the dataset's standardisation
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return imagenet_input(x, size)
+
+
+def build_backbone(cfg: LoRAZooConfig) -> tuple[nn.Module, nn.Module, dict[str, str]]:
+    """(frozen prefix, tail to adapt, tensor-name map into the tail) of the configured timm backbone."""
+
+    arch = ArchConfig(name=f"timm:{cfg.backbone}", input_shape=(3, cfg.image_size, cfg.image_size),
+                      num_classes=cfg.n_outputs, pretrained=cfg.pretrained)
+    model = build_model(arch, seed=cfg.seed).eval()
+    names = [n for n in model.state_dict() if any(n == m or n.startswith(m + ".") for m in cfg.target_modules)]
+    if not names:
+        raise ValueError(f"target modules {list(cfg.target_modules)} are not in {cfg.backbone}; "
+                         f"try one of {[n for n, _ in model.named_children()][:8]}")
+    probe = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    prefix, tail, name_map = split_model(model, names, probe)
+    if isinstance(prefix, nn.Identity):
+        raise ValueError(f"{cfg.backbone} cannot be cut before {list(cfg.target_modules)}: the features would "
+                         "not be reusable (adapt modules of its last chain of blocks)")
+    return prefix, tail, name_map
+
+
+def backbone_features(prefix: nn.Module, x: torch.Tensor, image_size: int, batch: int = 250,
+                      progress: bool = True) -> torch.Tensor:
+    """Prefix output for every image (no gradients), in batches."""
+    outs = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(x), batch), desc="backbone features", disable=not progress, leave=False):
+            outs.append(prefix(_to_backbone_input(x[i:i + batch], image_size)))
+    return torch.cat(outs)
+
+
+def _adapted_tail(cfg: LoRAZooConfig, tail: nn.Module, name_map: dict[str, str]) -> nn.Module:
+    """The tail with peft LoRA injected into the target modules (names mapped into the tail)."""
+    # imported here: peft takes ~6 s to import (it pulls in transformers) and only LoRA zoos need it
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = sorted({name_map[n].rsplit(".", 1)[0] for n in name_map
+                      if any(n == m + ".weight" for m in cfg.target_modules)})
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=targets, lora_dropout=0.0, bias="none")
+    return inject_adapter_in_model(lora, tail)
+
+
+# -- the zoo -----------------------------------------------------------------------------------------------------
+class LoRAZoo:
+    """A collected LoRA zoo on disk: member vectors with task ids, per-member accuracies, cached features."""
+
+    config_class: Any = LoRAZooConfig
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not (self.root / "config.json").exists():
+            raise FileNotFoundError(f"no LoRA zoo at {self.root}: run collect_lora_zoo(config, {str(self.root)!r})")
+        self.config = self.config_class.from_dict(read_json(self.root / "config.json"))
+        self.manifest = pd.read_csv(self.root / "manifest.csv")
+        self._tail: nn.Module | None = None
+        self._features: dict[str, torch.Tensor] | None = None
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    # structure
+    def model(self) -> nn.Module:
+        """The adapted tail (frozen base weights, LoRA + head set by a member vector)."""
+        if self._tail is None:
+            _, tail, name_map = build_backbone(self.config)
+            self._tail = _adapted_tail(self.config, tail, name_map).eval()
+        return self._tail
+
+    @property
+    def spec(self) -> ParamSpec:
+        """The generated tensors: LoRA factors and the task head."""
+        return ParamSpec.from_dict(read_json(self.root / "spec.json"))
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Seen then unseen tasks."""
+        return self.config.all_tasks()
+
+    def task_index(self, name: str) -> int:
+        """Position of a task in :attr:`tasks` (its id everywhere)."""
+        return [t.name for t in self.tasks].index(name)
+
+    # members
+    def vectors(self, tasks: Sequence[str] | None = None) -> torch.Tensor:
+        """Member vectors of the given tasks (default: the seen tasks), in manifest order."""
+        tasks = list(self.config.tasks if tasks is None else tasks)
+        out = []
+        for t in tasks:
+            if t not in self._vectors:
+                verify_checksum(self.root, f"tasks/{t}.safetensors", f"the checkpoints of task {t!r}")
+                self._vectors[t] = load_tensors(self.root / "tasks" / f"{t}.safetensors")["vectors"]
+            out.append(self._vectors[t])
+        return torch.cat(out)
+
+    def task_ids(self, tasks: Sequence[str] | None = None) -> torch.Tensor:
+        """Task id of every row of :meth:`vectors`."""
+        tasks = list(self.config.tasks if tasks is None else tasks)
+        m = self.manifest
+        return torch.as_tensor(np.concatenate([np.full(int((m["task"] == t).sum()), self.task_index(t))
+                                               for t in tasks]), dtype=torch.long)
+
+    def accuracies(self, task: str) -> np.ndarray:
+        """Stored test accuracies (percent) of one task's checkpoints."""
+        return self.manifest.loc[self.manifest["task"] == task, "test_acc"].to_numpy()
+
+    # data
+    def _feature_cache(self) -> dict[str, torch.Tensor]:
+        if self._features is None:
+            self._features = load_tensors(self.root / "features.safetensors")
+        return self._features
+
+    def _splits(self, t: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self._feature_cache()
+        ktr, ytr = t.relabel(f["y_train"])
+        kte, yte = t.relabel(f["y_test"])
+        return f["x_train"][ktr], ytr, f["x_test"][kte], yte
+
+    def data(self, task: str | Task) -> TaskData:
+        """The task's train/test split (inputs: backbone features, or token ids for text zoos)."""
+        t = task if isinstance(task, Task) else self.config.task_table()[task]
+        xtr, ytr, xte, yte = self._splits(t)
+        info = DatasetInfo(name=f"{self.config.name}:{t.name}", input_shape=tuple(xtr.shape[1:]),
+                           num_classes=len(t.classes), class_names=tuple(str(k) for k in range(len(t.classes))),
+                           n_train=len(ytr), n_test=len(yte), source="LoRA zoo inputs", seed=self.config.seed)
+        return TaskData(xtr, ytr, xte, yte, info)
+
+    def evaluator(self) -> MemberEvaluator:
+        """One evaluator for every task (the tail is shared; inputs are features or token ids)."""
+        return MemberEvaluator(self.model(), self.spec, probe=self.data(self.tasks[0]).x_test[:4])
+
+    def chance(self, task: str) -> float:
+        """Majority-class accuracy (percent) on the task's test split."""
+        y = self.data(task).y_test
+        return float(100.0 * torch.bincount(y).max() / len(y))
+
+    def __len__(self) -> int:
+        return int(self.manifest["task"].isin(self.config.tasks).sum())
+
+    def describe(self) -> pd.DataFrame:
+        """Per task: split sizes, classes, checkpoints, accuracy of the checkpoints, seen or unseen."""
+        rows = []
+        for t in self.tasks:
+            d = self.data(t)
+            acc = self.accuracies(t.name)
+            rows.append({"task": t.name, "seen": t.name in self.config.tasks, "classes": len(t.classes),
+                         "n_train": d.info.n_train, "n_test": d.info.n_test, "checkpoints": len(acc),
+                         "test_acc_mean": float(acc.mean()), "test_acc_best": float(acc.max()),
+                         "chance": self.chance(t.name), "description": t.description})
+        return pd.DataFrame(rows).set_index("task")
+
+
+def _train_task(cfg: LoRAZooConfig, tail: nn.Module, spec: ParamSpec, task_idx: int, x: torch.Tensor,
+                y: torch.Tensor, progress: bool) -> torch.Tensor:
+    """Fine-tune LoRA + head on one task from the shared start; return the last ``keep_last`` checkpoints."""
+    torch.manual_seed(cfg.seed + 1000 * (task_idx + 1))
+    head = [m for m in tail.modules() if isinstance(m, nn.Linear) and m.out_features == cfg.n_outputs][-1]
+    head.reset_parameters()
+    for n, m in tail.named_modules():  # LoRA: A random (seeded per task), B zero, as peft initialises it
+        if hasattr(m, "reset_lora_parameters"):
+            m.reset_lora_parameters("default", True)
+    trainable = [p for n, p in tail.named_parameters() if n in set(spec.names)]
+    for n, p in tail.named_parameters():
+        p.requires_grad_(n in set(spec.names))
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    g = torch.Generator().manual_seed(cfg.seed + task_idx)
+    tail.eval()  # BatchNorm keeps the pretrained statistics: only LoRA and the head move
+    kept = []
+    for step in tqdm(range(cfg.steps), desc="LoRA", disable=not progress, leave=False):
+        idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g)
+        loss = F.cross_entropy(tail(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step >= cfg.steps - cfg.keep_last:
+            kept.append(spec.flatten(tail.state_dict()))
+    return torch.stack(kept)
+
+
+def _start_zoo(root: Path, cfg: Any) -> None:
+    """Create the zoo directory, refusing to mix configurations (collection resumes only the same config)."""
+    (root / "tasks").mkdir(parents=True, exist_ok=True)
+    if (root / "config.json").exists():
+        saved = read_json(root / "config.json")
+        if saved != json.loads(json.dumps(cfg.to_dict())):
+            raise ValueError(f"{root} holds a LoRA zoo with a different configuration; pick another directory "
+                             "or delete it to recollect")
+    atomic_write_json(root / "config.json", cfg.to_dict())
+
+
+def _collect_tasks(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec, splits, seconds: dict[str, float],
+                   progress: bool) -> None:
+    """Fine-tune every task not yet on disk (one atomic file per task), then write the manifest of test accuracies.
+
+    ``splits(task)`` gives (x_train, y_train, x_test, y_test) of a task."""
+    atomic_write_json(root / "spec.json", spec.to_dict())
+    rows = []
+    # the probe lets the evaluator check numerically that cutting the model into blocks is exact
+    evaluator = MemberEvaluator(model, spec, probe=splits(cfg.all_tasks()[0])[2][:4])
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, task in enumerate(tqdm(cfg.all_tasks(), desc="tasks", disable=not progress)):
+        path = root / "tasks" / f"{task.name}.safetensors"
+        xtr, ytr, xte, yte = splits(task)
+        if path.exists():  # resume: a task file is written atomically once its checkpoints are complete
+            verify_checksum(root, f"tasks/{task.name}.safetensors", f"the checkpoints of task {task.name!r}")
+            vecs = load_tensors(path)["vectors"]
+        else:
+            model.load_state_dict(base_state)
+            t1 = time.perf_counter()
+            vecs = _train_task(cfg, model, spec, i, xtr, ytr, progress)
+            check_finite(vecs, f"the LoRA checkpoints of task {task.name!r}")
+            save_tensors(path, {"vectors": vecs}, metadata={"task": task.name})
+            record_checksum(root, f"tasks/{task.name}.safetensors")
+            seconds[task.name] = time.perf_counter() - t1
+        # test accuracy only: evaluating every checkpoint on the (larger) train split would dominate the cost
+        te = evaluator(vecs, xte, yte).accuracy
+        rows += [{"task": task.name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": b}
+                 for j, b in enumerate(te)]
+    atomic_write_text(root / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_json(root / "timings.json", seconds)
+
+
+def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True) -> LoRAZoo:
+    """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints."""
+    root = Path(root)
+    _start_zoo(root, cfg)
+    t0 = time.perf_counter()
+    prefix, tail, name_map = build_backbone(cfg)
+    tail = _adapted_tail(cfg, tail, name_map)
+    spec = ParamSpec.select(tail, ["re:lora_", f"re:^{_head_name(tail, cfg)}\\."])
+    if not (root / "features.safetensors").exists():
+        data = load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train, n_test=cfg.n_test)
+        feats = {"x_train": backbone_features(prefix, data.x_train, cfg.image_size, progress=progress),
+                 "x_test": backbone_features(prefix, data.x_test, cfg.image_size, progress=progress),
+                 "y_train": data.y_train, "y_test": data.y_test}
+        save_tensors(root / "features.safetensors", feats)
+    seconds = {"features": time.perf_counter() - t0}
+    f = load_tensors(root / "features.safetensors")
+
+    def splits(task: Task):
+        ktr, ytr = task.relabel(f["y_train"])
+        kte, yte = task.relabel(f["y_test"])
+        return f["x_train"][ktr], ytr, f["x_test"][kte], yte
+
+    _collect_tasks(cfg, root, tail, spec, splits, seconds, progress)
+    return LoRAZoo(root)
+
+
+def _head_name(tail: nn.Module, cfg: LoRAZooConfig) -> str:
+    heads = [n for n, m in tail.named_modules() if isinstance(m, nn.Linear) and m.out_features == cfg.n_outputs]
+    if not heads:
+        raise ValueError(f"no task head with {cfg.n_outputs} outputs in the adapted tail")
+    return heads[-1]
+
