@@ -77,7 +77,7 @@ class SamplingApp(_App):
                                         steps=self.steps.value if ddim else None, seed=self.seed.value)
         res = self.evaluator(vectors, self.data.x_test, self.data.y_test)
         label = f"generated ({self.sampler.value}{'-' + str(self.steps.value) if self.sampler.value == 'ddim' else ''})"
-        self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies().values,
+        self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies(),
                                                          label: res.accuracy},
                                                         title=f"{self.zoo.config.name}: seed {self.seed.value}")
         return self.table

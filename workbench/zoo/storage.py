@@ -12,8 +12,9 @@ import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -31,6 +32,7 @@ from workbench.core.io import (
 from workbench.core.params import ParamSpec, check_finite
 from workbench.nn.architectures import build_model
 from workbench.zoo.config import ZooConfig
+from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["ZooStore", "Zoo", "ZooMismatchError", "ZooCorruptError", "ShardProblem", "repair_zoo"]
 
@@ -271,8 +273,14 @@ class Zoo:
         """True when every configured member is stored."""
         return len(self) >= self.config.n_members
 
-    def vectors(self) -> torch.Tensor:
+    @property
+    def conditions(self) -> list[Condition]:
+        """One condition (``kind="none"``, the zoo's name): every member is trained for the same task."""
+        return [Condition(name=self.config.name, kind="none")]
+
+    def vectors(self, condition: str | Sequence[str] | None = None) -> torch.Tensor:
         """(N, P) float32 member vectors in member-id order."""
+        condition_names(self, condition)  # an unconditional zoo has its one condition; any other name is an error
         if self._vectors is None:
             cache: dict[str, torch.Tensor] = {}
             out = []
@@ -301,19 +309,23 @@ class Zoo:
             self.spec.load_into(m, vector)
         return m.eval()
 
-    def data(self):
+    def data(self, condition: str | None = None):
         """The dataset the zoo was trained on (same split)."""
+        condition_names(self, condition)
         if self._data is None:
             self._data = self.config.data.load()
         return self._data
 
-    def accuracies(self, split: str = "test") -> pd.Series:
-        """Stored member accuracies (percent)."""
-        return self.manifest[f"{split}_acc"]
+    def accuracies(self, condition: str | None = None, split: str = "test") -> np.ndarray:
+        """Stored member accuracies (percent) on ``split`` ("train" or "test"), in member-id order."""
+        condition_names(self, condition)
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return self.manifest[f"{split}_acc"].to_numpy()
 
     def describe(self) -> dict[str, Any]:
         """Small summary for tables."""
-        acc = self.accuracies()
+        acc = self.manifest["test_acc"]
         return {"zoo": self.config.name, "protocol": self.config.protocol, "members": len(self),
                 "params": self.spec.numel, "test_acc_mean": float(acc.mean()), "test_acc_std": float(acc.std()),
                 "test_acc_min": float(acc.min()), "test_acc_max": float(acc.max()),

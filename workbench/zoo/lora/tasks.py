@@ -36,6 +36,7 @@ from workbench.core.params import ParamSpec, check_finite
 from workbench.data import DatasetInfo, TaskData, imagenet_input, load_dataset
 from workbench.evaluation.evaluate import MemberEvaluator, split_model
 from workbench.nn.architectures import ArchConfig, build_model
+from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["Task", "DIGIT_TASKS", "TaskZooConfig", "LoRAZooConfig", "LoRAZoo", "collect_lora_zoo", "backbone_features"]
 
@@ -271,12 +272,17 @@ class LoRAZoo:
         """Position of a task in :attr:`tasks` (its id everywhere)."""
         return [t.name for t in self.tasks].index(name)
 
+    @property
+    def conditions(self) -> list[Condition]:
+        """The tasks as conditions (description and two examples): seen, then unseen."""
+        return [Condition(name=t.name, kind="task", seen=t.name in self.config.tasks, description=t.description,
+                          examples=t.examples) for t in self.tasks]
+
     # members
-    def vectors(self, tasks: Sequence[str] | None = None) -> torch.Tensor:
-        """Member vectors of the given tasks (default: the seen tasks), in manifest order."""
-        tasks = list(self.config.tasks if tasks is None else tasks)
+    def vectors(self, condition: str | Sequence[str] | None = None) -> torch.Tensor:
+        """Member vectors of the given tasks (default: the seen tasks), task after task."""
         out = []
-        for t in tasks:
+        for t in condition_names(self, condition):
             if t not in self._vectors:
                 verify_checksum(self.root, f"tasks/{t}.safetensors", f"the checkpoints of task {t!r}")
                 self._vectors[t] = load_tensors(self.root / "tasks" / f"{t}.safetensors")["vectors"]
@@ -285,14 +291,18 @@ class LoRAZoo:
 
     def task_ids(self, tasks: Sequence[str] | None = None) -> torch.Tensor:
         """Task id of every row of :meth:`vectors`."""
-        tasks = list(self.config.tasks if tasks is None else tasks)
         m = self.manifest
         return torch.as_tensor(np.concatenate([np.full(int((m["task"] == t).sum()), self.task_index(t))
-                                               for t in tasks]), dtype=torch.long)
+                                               for t in condition_names(self, tasks)]), dtype=torch.long)
 
-    def accuracies(self, task: str) -> np.ndarray:
-        """Stored test accuracies (percent) of one task's checkpoints."""
-        return self.manifest.loc[self.manifest["task"] == task, "test_acc"].to_numpy()
+    def accuracies(self, condition: str | Sequence[str] | None = None, split: str = "test") -> np.ndarray:
+        """Stored test accuracies (percent) of the tasks' checkpoints (default: the seen tasks), task after task.
+        Only test accuracies are stored (evaluating every checkpoint on the train split would dominate the cost)."""
+        if split != "test":
+            raise ValueError(f"a LoRA zoo stores test accuracies only, got split={split!r}: evaluate the train split "
+                             "with zoo.evaluator() and zoo.data(task)")
+        m = self.manifest
+        return np.concatenate([m.loc[m["task"] == t, "test_acc"].to_numpy() for t in condition_names(self, condition)])
 
     # data
     def _feature_cache(self) -> dict[str, torch.Tensor]:
@@ -306,9 +316,11 @@ class LoRAZoo:
         kte, yte = t.relabel(f["y_test"])
         return f["x_train"][ktr], ytr, f["x_test"][kte], yte
 
-    def data(self, task: str | Task) -> TaskData:
+    def data(self, condition: str | Task | None = None) -> TaskData:
         """The task's train/test split (inputs: backbone features, or token ids for text zoos)."""
-        t = task if isinstance(task, Task) else self.config.task_table()[task]
+        if condition is None:
+            raise ValueError(f"a LoRA zoo's data is per task: pass one of {[t.name for t in self.tasks]}")
+        t = condition if isinstance(condition, Task) else self.config.task_table()[condition_names(self, condition)[0]]
         xtr, ytr, xte, yte = self._splits(t)
         info = DatasetInfo(name=f"{self.config.name}:{t.name}", input_shape=tuple(xtr.shape[1:]),
                            num_classes=len(t.classes), class_names=tuple(str(k) for k in range(len(t.classes))),

@@ -50,6 +50,7 @@ from workbench.systems.cond_pdiff.style.images import (
 )
 from workbench.systems.cond_pdiff.style.network import StyleNet, StyleNetConfig
 from workbench.zoo.lora.tasks import _start_zoo
+from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["StyleZooConfig", "StyleZoo", "collect_style_zoo"]
 
@@ -217,10 +218,15 @@ class StyleZoo:
                                            self.config.pretrained)
         return self._features
 
-    def vectors(self, styles: Sequence[str] | None = None) -> torch.Tensor:
+    @property
+    def conditions(self) -> list[Condition]:
+        """The styles as conditions, each with its reference image (what a generator is conditioned on)."""
+        return [Condition(name=s, kind="style", image=self.reference(s)) for s in self.styles]
+
+    def vectors(self, condition: str | Sequence[str] | None = None) -> torch.Tensor:
         """Checkpoint vectors of the given styles (default: all), style after style."""
         out = []
-        for s in (self.styles if styles is None else styles):
+        for s in condition_names(self, condition):
             if s not in self._vectors:
                 verify_checksum(self.root, f"styles/{_file(s)}.safetensors", f"the checkpoints of style {s!r}")
                 self._vectors[s] = load_tensors(self.root / "styles" / f"{_file(s)}.safetensors")["vectors"]
@@ -252,6 +258,21 @@ class StyleZoo:
     def reference(self, style: str) -> torch.Tensor:
         """A style's reference image (3, H, W)."""
         return self._images[f"reference:{style}"]
+
+    def data(self, condition: str | None = None):
+        """Not a classification zoo: a style LoRA maps images to images, so there is no labelled split."""
+        raise ValueError("a style zoo has no classification data: its members are measured on zoo.eval_content "
+                         "with zoo.style_distance(style, images) and zoo.target(style)")
+
+    def accuracies(self, condition: str | None = None, split: str = "test") -> np.ndarray:
+        """Not a classification zoo: the stored per-checkpoint figure is the training loss (``losses``)."""
+        raise ValueError("a style zoo stores no accuracies: use zoo.losses(style) (training loss per checkpoint) or "
+                         "zoo.style_distance(style, zoo.apply(vectors))")
+
+    def losses(self, condition: str | Sequence[str] | None = None) -> np.ndarray:
+        """Stored training loss of every checkpoint of the given styles (default: all), in :meth:`vectors` order."""
+        m = self.manifest
+        return np.concatenate([m.loc[m["style"] == s, "train_loss"].to_numpy() for s in condition_names(self, condition)])
 
     def condition_images(self, styles: Sequence[str]) -> torch.Tensor:
         """The images a generator is conditioned on for these styles (their reference images)."""
