@@ -1,6 +1,5 @@
 """Pretrained feature network behind style distances (Gram matrices), and image metrics (PSNR, SSIM)."""
 
-
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,10 +9,9 @@ import torch.nn as nn
 
 from workbench.data import imagenet_input
 from workbench.nn.architectures import ArchConfig, build_model
-from workbench.systems.cond_pdiff.style.images import _gaussian_blur
+from workbench.systems.cond_pdiff.style.images import gaussian_blur
 
 __all__ = ["StyleFeatures", "gram_distance", "psnr", "ssim"]
-
 
 
 # -- pretrained features for Gram losses and distances ------------------------------------------------------------
@@ -46,7 +44,6 @@ class StyleFeatures(nn.Module):
         return [torch.einsum("nchw,ndhw->ncd", f, f) / (f.shape[2] * f.shape[3]) for f in feats]
 
 
-
 def gram_distance(features: StyleFeatures, images: torch.Tensor, reference: torch.Tensor,
                   batch: int = 64) -> torch.Tensor:
     """Per image: relative Frobenius distance of its Gram matrices to the reference's, averaged over layers.
@@ -68,21 +65,19 @@ def gram_distance(features: StyleFeatures, images: torch.Tensor, reference: torc
     return torch.cat(out)
 
 
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio (dB) per image, for images in [0, 1]."""
     mse = ((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-
 def ssim(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
     """Structural similarity per image (Gaussian window σ = 1.5, Wang et al. 2004), averaged over channels."""
     a, b = a.clamp(0, 1).double(), b.clamp(0, 1).double()
     c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mu_a, mu_b = _gaussian_blur(a, sigma), _gaussian_blur(b, sigma)
-    var_a = _gaussian_blur(a * a, sigma) - mu_a ** 2
-    var_b = _gaussian_blur(b * b, sigma) - mu_b ** 2
-    cov = _gaussian_blur(a * b, sigma) - mu_a * mu_b
+    mu_a, mu_b = gaussian_blur(a, sigma), gaussian_blur(b, sigma)
+    var_a = gaussian_blur(a * a, sigma) - mu_a ** 2
+    var_b = gaussian_blur(b * b, sigma) - mu_b ** 2
+    cov = gaussian_blur(a * b, sigma) - mu_a * mu_b
     m = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return m.flatten(1).mean(1).float()
