@@ -33,7 +33,6 @@ __all__ = [
 class DatasetMissingError(FileNotFoundError):
     """Raised when a real dataset is requested but its files are not on disk."""
 
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """A small description of a loaded dataset (what notebooks print and configs store)."""

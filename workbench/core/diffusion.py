@@ -1,7 +1,6 @@
 """Noise schedules, diffusion training losses, DDPM and DDIM samplers that can yield every intermediate state,
 and an EMA of the denoiser weights. The schedule knows nothing of the network (the diffusers habit)."""
 
-
 from __future__ import annotations
 
 import math
@@ -18,7 +17,6 @@ __all__ = ["ScheduleConfig", "NoiseSchedule", "diffusion_loss", "DDPMSampler", "
 SAMPLERS = ("ddpm", "ddim")
 
 DEFAULT_DDIM_STEPS = 50  # what ``steps=None`` means for DDIM (DDPM always runs all T steps)
-
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,6 @@ class ScheduleConfig:
     def to_dict(self) -> dict:
         """Plain-JSON view."""
         return asdict(self)
-
 
 
 class NoiseSchedule:
@@ -90,7 +87,6 @@ class NoiseSchedule:
         return out, self.eps_from_x0(xt, out, t)
 
 
-
 def diffusion_loss(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, x0: torch.Tensor, *,
                    cond: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """MSE between the network output and its target (ε or x0) at uniformly drawn timesteps."""
@@ -102,7 +98,6 @@ def diffusion_loss(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, 
     return F.mse_loss(out, target)
 
 
-
 @dataclass
 class SamplerState:
     """One intermediate state of a sampler: timestep, the current x_t, and the predicted x0."""
@@ -112,11 +107,9 @@ class SamplerState:
     x0: torch.Tensor
 
 
-
 # -- argument checks (shared by every sampler and generator: bad input is a clear ValueError, before any sampling) ---
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
 
 
 def _is_real(value: object) -> bool:
@@ -125,13 +118,11 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-
 def check_num_samples(n: object) -> int:
     """``n`` as a number of samples: a whole number >= 1 (ValueError otherwise)."""
     if not _is_int(n) or n < 1:
         raise ValueError(f"n must be >= 1 (a whole number of samples to generate), got {n!r}")
     return int(n)
-
 
 
 def check_guidance_scale(guidance_scale: object) -> float:
@@ -142,17 +133,14 @@ def check_guidance_scale(guidance_scale: object) -> float:
     return float(guidance_scale)
 
 
-
 def _check_eta(eta: object) -> float:
     if not _is_real(eta) or not 0.0 <= float(eta) <= 1.0:  # NaN fails the comparison too
         raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: as noisy as DDPM), got {eta!r}")
     return float(eta)
 
 
-
 def _shape_of(x: object) -> object:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
 
 
 def check_condition(cond: torch.Tensor | None, n: int, cond_dim: int, *, cond_vocab: int = 0,
@@ -181,7 +169,6 @@ def check_condition(cond: torch.Tensor | None, n: int, cond_dim: int, *, cond_vo
     if null_cond is not None and (not isinstance(null_cond, torch.Tensor) or null_cond.numel() != width):
         raise ValueError(f"the null condition has shape {_shape_of(null_cond)} but this generator's conditions are "
                          f"{width}-d: pass null_cond of shape (1, {width})")
-
 
 
 def _check_sampling_inputs(shape: tuple[int, ...], cond: torch.Tensor | None, guidance_scale: object,
@@ -226,7 +213,6 @@ def _check_sampling_inputs(shape: tuple[int, ...], cond: torch.Tensor | None, gu
     return shape
 
 
-
 def _model_out(model: Callable, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                guidance_scale: float, null_cond: torch.Tensor | None) -> torch.Tensor:
     if cond is None:
@@ -238,7 +224,6 @@ def _model_out(model: Callable, x: torch.Tensor, t: torch.Tensor, cond: torch.Te
         uncond = model(x, t, null_cond.expand_as(cond))
         out = uncond + guidance_scale * (out - uncond)
     return out
-
 
 
 class DDPMSampler:
@@ -286,7 +271,6 @@ class DDPMSampler:
         return state.xt
 
 
-
 class DDIMSampler(DDPMSampler):
     """DDIM over an evenly spaced subsequence of ``steps`` timesteps; ``eta`` = 0 is deterministic."""
 
@@ -320,7 +304,6 @@ class DDIMSampler(DDPMSampler):
             if sigma > 0 and i + 1 < len(ts):
                 x = x + sigma * torch.randn(shape, generator=generator).to(device)
             yield SamplerState(t_int, x, x0)
-
 
 
 def make_sampler(schedule: NoiseSchedule, name: str = "ddim", steps: int | None = None, eta: float = 0.0

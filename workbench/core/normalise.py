@@ -1,6 +1,5 @@
 """Invertible normalisers of parameter vectors (per position, per layer, per task), saved with their statistics."""
 
-
 from __future__ import annotations
 
 import json
@@ -13,7 +12,6 @@ from workbench.core.io import atomic_path, atomic_write_text, load_tensors, read
 from workbench.core.params import ParamSpec, ParamSpecError, check_finite
 
 __all__ = ["Normaliser", "PositionNormaliser", "LayerNormaliser", "TaskNormaliser", "IdentityNormaliser", "make_normaliser", "load_normaliser"]
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +60,6 @@ class Normaliser:
         atomic_write_text(d / f"{prefix}.json", json.dumps(self.config(), indent=2))
 
 
-
 def _safe_std(x: torch.Tensor, dim: int | tuple[int, ...], eps: float) -> torch.Tensor:
     # Positions that never vary (e.g. weights of a dead ReLU unit) still map to 0 and back to their mean exactly,
     # but their std is set to the median std of the varying positions, not to 1: a generator's error on them then
@@ -71,7 +68,6 @@ def _safe_std(x: torch.Tensor, dim: int | tuple[int, ...], eps: float) -> torch.
     varying = std > eps
     fill = std[varying].median() if varying.any() else torch.tensor(1.0, dtype=std.dtype)
     return torch.where(varying, std, fill)
-
 
 
 class IdentityNormaliser(Normaliser):
@@ -90,7 +86,6 @@ class IdentityNormaliser(Normaliser):
 
     def state(self):
         return {"_": torch.zeros(1)}
-
 
 
 class PositionNormaliser(Normaliser):
@@ -123,7 +118,6 @@ class PositionNormaliser(Normaliser):
         return {"kind": self.kind, "eps": self.eps}
 
 
-
 class LayerNormaliser(PositionNormaliser):
     """z-score each tensor of the spec with one mean/std (keeps relative structure inside a layer)."""
 
@@ -148,7 +142,6 @@ class LayerNormaliser(PositionNormaliser):
 
     def state(self):
         return {"mean": self.mean, "std": self.std, "layer_ids": self.layer_ids}
-
 
 
 class TaskNormaliser(Normaliser):
@@ -195,7 +188,6 @@ class TaskNormaliser(Normaliser):
         return {"kind": self.kind, "eps": self.eps}
 
 
-
 def make_normaliser(kind: str, spec: ParamSpec | None = None) -> Normaliser:
     """Build an unfitted normaliser by name: ``none``, ``position``, ``layer``, ``task``."""
     if kind == "none":
@@ -209,7 +201,6 @@ def make_normaliser(kind: str, spec: ParamSpec | None = None) -> Normaliser:
     if kind == "task":
         return TaskNormaliser()
     raise ValueError(f"unknown normaliser {kind!r}: choose none, position, layer or task")
-
 
 
 def load_normaliser(directory: str | Path, prefix: str = "normaliser") -> Normaliser:

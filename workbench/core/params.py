@@ -1,6 +1,5 @@
 """Which parameters are generated (ParamSpec): selection by glob/regex, exact flatten/unflatten."""
 
-
 from __future__ import annotations
 
 import fnmatch
@@ -19,10 +18,8 @@ from workbench.core.io import atomic_write_text, read_json
 __all__ = ["ParamSpec", "ParamSpecError", "check_finite", "last_modules"]
 
 
-
 class ParamSpecError(ValueError):
     """A parameter selection or vector does not fit the model."""
-
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -36,12 +33,10 @@ def check_finite(t: torch.Tensor, what: str) -> None:
         )
 
 
-
 def _matches(name: str, pattern: str) -> bool:
     if pattern.startswith("re:"):
         return re.search(pattern[3:], name) is not None
     return fnmatch.fnmatchcase(name, pattern)
-
 
 
 def _check_patterns(patterns: object, what: str) -> list[str]:
@@ -63,7 +58,6 @@ def _check_patterns(patterns: object, what: str) -> list[str]:
     return patterns
 
 
-
 def last_modules(model: nn.Module, module_type: type | tuple[type, ...], n: int = 1,
                  tensors: Sequence[str] = ("weight", "bias")) -> list[str]:
     """Patterns selecting ``tensors`` of the last ``n`` modules of a type (e.g. the last two BatchNorm layers)."""
@@ -73,7 +67,6 @@ def last_modules(model: nn.Module, module_type: type | tuple[type, ...], n: int 
     return [f"{name}.{t}" for name in names[-n:] for t in tensors]
 
 
-
 def _dim(d: object) -> int:
     if isinstance(d, bool) or not isinstance(d, (int,)) and not (hasattr(d, "__index__")):
         raise TypeError(d)
@@ -81,7 +74,6 @@ def _dim(d: object) -> int:
     if d < 0:
         raise ParamSpecError(f"a tensor dimension cannot be negative (got {d})")
     return d
-
 
 
 @dataclass(frozen=True)

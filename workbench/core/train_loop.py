@@ -46,7 +46,6 @@ class EMA:
 class RunDirMismatchError(ValueError):
     """A run directory holds the checkpoint of a different training job (other data or configuration)."""
 
-
 def read_history(path: str | Path) -> list[dict] | None:
     """A loss-history CSV as records, or None (with a warning) when it is unreadable: the history is a record of
     the run, never needed to resume or sample, so a damaged one must not block anything."""

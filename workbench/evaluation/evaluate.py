@@ -6,7 +6,6 @@ the network is cut where the first generated tensor lives, the frozen *prefix* r
 is only used after checking on real inputs that prefix ∘ suffix reproduces the model's output.
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -24,7 +23,6 @@ from workbench.core.params import ParamSpec, check_finite
 from workbench.data import TaskData
 
 __all__ = ["EvalResult", "MemberEvaluator", "evaluate", "sequential_blocks", "split_model"]
-
 
 
 @dataclass
@@ -54,7 +52,6 @@ class EvalResult:
                 "min": float(a.min()), "std": float(a.std())}
 
 
-
 def sequential_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's children in order, with nested ``nn.Sequential`` containers expanded."""
     blocks: list[tuple[str, nn.Module]] = []
@@ -71,11 +68,9 @@ def sequential_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return blocks
 
 
-
 def _seq(blocks: list[tuple[str, nn.Module]]) -> nn.Sequential:
     # Module names may not contain dots, so blocks are renamed b0, b1, ...
     return nn.Sequential(OrderedDict((f"b{i}", m) for i, (_, m) in enumerate(blocks)))
-
 
 
 def split_model(model: nn.Module, names: Sequence[str], probe: torch.Tensor | None = None
@@ -113,7 +108,6 @@ def split_model(model: nn.Module, names: Sequence[str], probe: torch.Tensor | No
             if n.startswith(bname + "."):
                 name_map[n] = f"b{j}." + n[len(bname) + 1:]
     return prefix, suffix, name_map
-
 
 
 class MemberEvaluator:
@@ -221,7 +215,6 @@ class MemberEvaluator:
                           torch.cat(preds).cpu(), y.cpu())
 
 
-
 def _split_tensors(data: TaskData | tuple[torch.Tensor, torch.Tensor], split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, TaskData):
         if split not in ("train", "test"):
@@ -229,7 +222,6 @@ def _split_tensors(data: TaskData | tuple[torch.Tensor, torch.Tensor], split: st
         return (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     x, y = data
     return x, y
-
 
 
 def evaluate(

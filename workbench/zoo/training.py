@@ -10,7 +10,6 @@ members share each minibatch, so the dominant layer is one large GEMM instead of
 momentum update is fused into the weight-gradient GEMM (``addmm(buf, xᵀ, δ, beta=momentum)``).
 """
 
-
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -27,7 +26,6 @@ from workbench.data import batch_schedule
 from workbench.nn.architectures import ArchConfig, build_model
 
 __all__ = ["TrainConfig", "train_loop", "train_vectorized", "init_members", "mlp_train_flops", "sgd_step_"]
-
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,6 @@ class TrainConfig:
         return build(cls, d, what)
 
 
-
 def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], bufs: Sequence[torch.Tensor],
               lr: float, momentum: float, weight_decay: float) -> None:
     """In-place SGD with momentum, identical to ``torch.optim.SGD`` (dampening 0, no Nesterov)."""
@@ -68,7 +65,6 @@ def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], buf
                 g = g.add(p, alpha=weight_decay)
             b.mul_(momentum).add_(g)
             p.add_(b, alpha=-lr)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +119,6 @@ def train_loop(
     return history
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Vectorised training
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +128,6 @@ def init_members(arch: ArchConfig, seeds: Sequence[int], dtype: torch.dtype = to
     """Stacked initial state dicts (M, *shape): member ``i`` is ``build_model(arch, seed=seeds[i])``."""
     states = [build_model(arch, seed=int(s)).to(dtype).state_dict() for s in seeds]
     return {k: torch.stack([s[k] for s in states]) for k in states[0]}
-
 
 
 def _is_plain_mlp(model: nn.Module) -> bool:
@@ -146,7 +140,6 @@ def _is_plain_mlp(model: nn.Module) -> bool:
     # Linear (ReLU Linear)* — the shape of mlp3
     return (len(body) % 2 == 1 and all(k is nn.Linear for k in body[::2])
             and all(k is nn.ReLU for k in body[1::2]))
-
 
 
 class _BatchedMLP:
@@ -218,7 +211,6 @@ class _BatchedMLP:
         return out
 
 
-
 class _VmapMembers:
     """Any BN-free module, M copies via ``torch.func.functional_call`` under ``vmap``."""
 
@@ -248,7 +240,6 @@ class _VmapMembers:
 
     def state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in zip(self.names, self.params)}
-
 
 
 def train_vectorized(
@@ -292,7 +283,6 @@ def train_vectorized(
         history.append(total / len(y))
     bar.close()
     return members.state(), torch.stack(history) if history else torch.zeros(0, members.M)
-
 
 
 def mlp_train_flops(arch: ArchConfig, n_samples: int) -> float:

@@ -1,6 +1,5 @@
 """The compact image-to-image network every style LoRA adapts."""
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +9,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["StyleNetConfig", "StyleNet"]
-
 
 
 # -- the base image-to-image network ------------------------------------------------------------------------------
@@ -25,7 +23,6 @@ class StyleNetConfig:
     def __post_init__(self) -> None:
         if self.depth < 2:
             raise ValueError(f"the style network needs depth >= 2, got {self.depth}")
-
 
 
 class StyleNet(nn.Module):
