@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from workbench.app.bench import run_benchmark
 from workbench.app.presets import is_preset_path, load_preset
 from workbench.app.report import ReportError, run_report
@@ -75,10 +77,7 @@ def _zoo_verify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-
     try:
-        import torch
-
         torch.device(args.device)
     except (RuntimeError, ValueError, TypeError):
         raise ValueError(f"--device {args.device!r} is not a torch device: use cpu, cuda, cuda:0, mps") from None

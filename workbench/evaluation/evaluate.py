@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call, vmap
 
 from workbench.core.params import ParamSpec, check_finite
 from workbench.data import TaskData
@@ -168,8 +169,6 @@ class MemberEvaluator:
         batched = {self.name_map[n]: t.to(dtype) if dtype else t for n, t in params.items()}
         if self._use_vmap:
             try:
-                from torch.func import functional_call, vmap
-
                 def f(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
                     return functional_call(self.suffix, (p,), (xb,))
 

