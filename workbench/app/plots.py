@@ -20,7 +20,6 @@ __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_t
 
 def setup_notebook() -> None:
     """Render figures both for JupyterLab (mimetype) and for the HTML report (embedded plotly.js)."""
-
     pio.renderers.default = "plotly_mimetype+notebook"
     pio.templates.default = "plotly_white"
 
@@ -66,7 +65,6 @@ def parameter_spread(zoo: "object", decimals: int = 6) -> tuple[go.Figure, pd.Da
 
 def pairwise_distance_summary(vectors: torch.Tensor) -> dict[str, float]:
     """Median and min exact L2 distance between members (float64, no matmul shortcut)."""
-
     d = pairwise_distances(vectors, vectors)
     iu = torch.triu_indices(len(d), len(d), 1)
     vals = d[iu[0], iu[1]]

@@ -47,7 +47,6 @@ class ArchConfig:
     @classmethod
     def from_dict(cls, d: dict, what: str = "arch config") -> ArchConfig:
         """Inverse of :meth:`to_dict`; unknown keys, missing keys and wrongly typed values are a ValueError."""
-
         return build(cls, d, what)
 
 

@@ -62,7 +62,6 @@ def _zoo(**changes: Any) -> dict[str, Any]:
 
 def _no_write(name: str, group: str, make: Callable[[Any], tuple[list[str], list[Path]]], match: str) -> Case:
     """A CLI case that must also leave every path of ``make(fx)[1]`` uncreated (asserted after the run)."""
-
     def action(fx: Any) -> tuple[int, str, str]:
         argv, paths = make(fx)
         existed = {p for p in paths if Path(p).exists()}
@@ -96,7 +95,6 @@ def _preset_with_key(section: str, key: str) -> dict[str, Any]:
 
 def _bad_key_cli(name: str, key: str, escapes_to: Callable[[Path], list[Path]]) -> Case:
     """``zoo collect`` with a preset whose zoo key is ``key``: refused, and nothing made where it points."""
-
     def make(fx: Any) -> tuple[list[str], list[Path]]:
         f = _file(fx, _preset_with_key("zoos", key), "keys.json")
         run = f.parent / "run"
@@ -108,9 +106,7 @@ def _bad_key_cli(name: str, key: str, escapes_to: Callable[[Path], list[Path]]) 
 
 def _bad_key_api(name: str, section: str, key: str) -> Case:
     """``load_preset`` on a preset whose ``section`` has the key ``key``: a ValueError, and nothing written."""
-
     def action(fx: Any) -> Any:
-
         f = _file(fx, _preset_with_key(section, key), "keys.json")
         before = sorted(fx.root.rglob("*"))
         try:
@@ -123,7 +119,6 @@ def _bad_key_api(name: str, section: str, key: str) -> Case:
 
 def _load(arg: Any) -> Callable[[Any], Any]:
     def action(fx: Any) -> Any:
-
         return load_preset(arg(fx) if callable(arg) else arg)
 
     return action
@@ -148,7 +143,6 @@ def _api_config(build: Callable[[], Any], match: str, name: str) -> Case:
 
 def _zoo_from_dict(**changes: Any) -> Callable[[], Any]:
     def build() -> Any:
-
         return ZooConfig.from_dict(_zoo(**changes))
 
     return build
@@ -156,7 +150,6 @@ def _zoo_from_dict(**changes: Any) -> Callable[[], Any]:
 
 def _collect_in_fresh_run(*args: str) -> Callable[[Any], tuple[list[str], list[Path]]]:
     """``zoo collect <args> --run-dir <fresh>/run``; the run folder must not be created."""
-
     def make(fx: Any) -> tuple[list[str], list[Path]]:
         run = fx.fresh("run") / "run"
         return ["zoo", "collect", *args, "--run-dir", str(run)], [run]
@@ -166,7 +159,6 @@ def _collect_in_fresh_run(*args: str) -> Callable[[Any], tuple[list[str], list[P
 
 def _collect_with_file_run_dir(below: str) -> Callable[[Any], tuple[list[str], list[Path]]]:
     """``zoo collect --run-dir <a file>[/below]`` (with an unknown ``--zoo`` as the safety net)."""
-
     def make(fx: Any) -> tuple[list[str], list[Path]]:
         f = _file(fx, "x", "file.txt")
         run = f / below if below else f
@@ -182,12 +174,10 @@ def _config_with_file_root(fx: Any) -> tuple[list[str], list[Path]]:
 
 
 def _zoo_module() -> Any:
-
     return zoo
 
 
 def _handled_path_preset(fx: Any) -> Any:
-
     f = _file(fx, {"name": "mine", "zoos": {"tiny": _ZOO}}, "mine.json")
     return load_preset(str(f)), preset_folder(str(f))
 

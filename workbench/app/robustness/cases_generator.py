@@ -22,17 +22,14 @@ __all__ = ["CASES"]
 
 
 def _pdiff():
-
     return PDiff
 
 
 def _pdiff_config():
-
     return PDiffConfig
 
 
 def _zoo(fx: Any):
-
     return Zoo(fx.dense_zoo)
 
 

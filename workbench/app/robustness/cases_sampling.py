@@ -31,18 +31,15 @@ NAN, INF = float("nan"), float("inf")
 
 
 def _cond_cls():
-
     return CondPDiff, CondPDiffConfig
 
 
 def _task(name: str):
-
     return DIGIT_TASKS[name]
 
 
 def _vectors(n: int, gen_attr: str = "pdiff"):
     """check: a (n, P) matrix of finite parameter vectors of the fixture generator ``gen_attr``."""
-
     def check(v: Any, fx: Any) -> bool:
         gen = getattr(fx, gen_attr)
         p = gen.pdiff.in_dim if hasattr(gen, "pdiff") else gen.in_dim
@@ -84,7 +81,6 @@ def _unsealed(d: Path) -> Path:
 
 
 def _conditions(d: Path, tensor: torch.Tensor, sealed: bool = False) -> None:
-
     if not sealed:
         _unsealed(d)
     save_tensors(d / "seen_conditions.safetensors", {"conditions": tensor})
@@ -120,12 +116,10 @@ def _image_gen():
 
 
 def _make_sampler(name: str, **kw: Any):
-
     return make_sampler(NoiseSchedule(), name, **kw)
 
 
 def _ddim_trajectory(shape: tuple[int, ...], **kw: Any):
-
     return DDIMSampler(NoiseSchedule(), steps=5).trajectory(lambda x, t, c=None: torch.zeros_like(x), shape, **kw)
 
 

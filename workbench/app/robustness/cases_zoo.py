@@ -50,7 +50,6 @@ def _shard(root: Path, k: int = 1) -> Path:
 
 
 def _zoo(root: Path):
-
     return Zoo(root)
 
 
@@ -87,7 +86,6 @@ def unseal(marker: Path) -> Path:
 
 def _restored(fx: Any, zoo_kind: str, damage, repair: bool, lost: tuple[int, ...] = (2, 3)) -> bool:
     """Damage a copy, (repair,) re-collect: every member back, bit-identical to the untouched zoo."""
-
     root = fx.zoo_copy(zoo_kind)
     damage(root)
     if repair:
@@ -99,7 +97,6 @@ def _restored(fx: Any, zoo_kind: str, damage, repair: bool, lost: tuple[int, ...
 
 
 def _collect_refuses(fx: Any) -> Any:
-
     return collect(DENSE, fx._refuse_root, progress=False)
 
 
@@ -111,7 +108,6 @@ def _refuse_guard(fx: Any) -> list[Path]:
 
 def _interrupted_collection(fx: Any) -> bool:
     """Kill a dense collection right after its first shard (before the trajectory state is saved), then resume."""
-
     root = fx.fresh("killed") / "zoo"
     code = ("from workbench.zoo import collect; from workbench.app.robustness.fixtures import DENSE; "
             f"collect(DENSE, {str(root)!r}, progress=False)")

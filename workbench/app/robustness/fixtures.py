@@ -21,7 +21,6 @@ __all__ = ["Fixtures", "DENSE", "SEEDS"]
 
 
 def _mlp_zoo(protocol: str, n_members: int, epochs: int):
-
     return ZooConfig(name=f"tiny_{protocol}", protocol=protocol,
                      data=DataConfig(name="mnist5k", n_train=300, n_test=100),
                      arch=ArchConfig(name="mlp3", input_shape=(1, 28, 28), num_classes=10, hidden=(8, 8)),
@@ -57,7 +56,6 @@ class Fixtures:
     @cached_property
     def dense_zoo(self) -> Path:
         """A collected dense-checkpoint zoo (6 members, 3 shards)."""
-
         root = self.root / "dense_zoo"
         collect(DENSE, root, progress=False)
         return root
@@ -65,7 +63,6 @@ class Fixtures:
     @cached_property
     def seeds_zoo(self) -> Path:
         """A collected independent-seeds zoo (4 members, 2 shards)."""
-
         root = self.root / "seeds_zoo"
         collect(SEEDS, root, progress=False)
         return root
@@ -78,7 +75,6 @@ class Fixtures:
     @cached_property
     def pdiff_config(self):
         """A seconds-sized p-diff configuration (conv AE + UNet, 30 steps each)."""
-
         return PDiffConfig(ae_channels=(8, 8), latent_channels=2, unet_channels=8, unet_mults=(1, 2),
                            ae_train=LoopConfig(steps=30, batch_size=6, checkpoint_every=10),
                            diffusion_train=LoopConfig(steps=30, batch_size=6, checkpoint_every=10))
@@ -86,7 +82,6 @@ class Fixtures:
     @cached_property
     def pdiff(self) -> Any:
         """A fitted p-diff generator on the dense zoo."""
-
         return PDiff(self.pdiff_config).fit(Zoo(self.dense_zoo), progress=False)
 
     @cached_property
@@ -103,20 +98,17 @@ class Fixtures:
     @cached_property
     def lora_config(self):
         """A seconds-sized LoRA zoo: 3 seen digit tasks and 1 unseen."""
-
         return LoRAZooConfig(n_train=200, n_test=80, image_size=32, steps=12, keep_last=4, rank=2,
                              tasks=("even", "greater_than_4", "zero_or_six"), unseen=("odd",))
 
     @cached_property
     def lora_zoo(self) -> Any:
         """The collected LoRA zoo."""
-
         return collect_lora_zoo(self.lora_config, self.root / "lora_zoo", progress=False)
 
     @cached_property
     def cond(self) -> Any:
         """A fitted Cond P-Diff generator (text condition, guidance-ready) on :attr:`lora_zoo`."""
-
         cfg = CondPDiffConfig(pdiff=PDiffConfig(normaliser="task", autoencoder="pca", pca_components=6,
                                                 latent_channels=1, unet_channels=8, denoiser="mlp", mlp_hidden=32,
                                                 mlp_depth=1, diffusion_train=LoopConfig(steps=20, batch_size=8)),
