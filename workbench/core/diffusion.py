@@ -1,5 +1,6 @@
-"""Noise schedules, diffusion training losses, DDPM and DDIM samplers that can yield every intermediate state,
-and an EMA of the denoiser weights. The schedule knows nothing of the network (the diffusers habit)."""
+"""Noise schedules, diffusion training losses, and DDPM and DDIM samplers that can yield every intermediate state.
+The schedule knows nothing of the network (the diffusers habit); the EMA of the weights lives with the training
+loop (``workbench.core.train_loop.EMA``)."""
 
 from __future__ import annotations
 
