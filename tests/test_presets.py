@@ -5,7 +5,7 @@ import json
 import pytest
 
 from workbench.app.bench import BENCHMARKS
-from workbench.app.presets import available_presets, load_preset, preset_folder
+from workbench.app.presets import available_presets, load_preset, merge_presets, preset_file, preset_folder
 from workbench.core.paths import check_output_dir, safe_name
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
 from workbench.systems.pdiff.generator import PDiffConfig
@@ -141,3 +141,96 @@ def test_safe_name_and_check_output_dir(tmp_path):
     for bad, match in ((f, "is a file"), (f / "sub", "cannot be created"), ("", "is empty")):
         with pytest.raises(ValueError, match=match):
             check_output_dir(bad, "--out")
+
+
+# -- inheritance: "extends" ----------------------------------------------------------------------------------
+def test_ci_extends_default_and_holds_only_what_differs():
+    ci_file = json.loads(preset_file("ci").read_text())
+    assert ci_file["extends"] == "default" and "analysis" in ci_file
+    ci, default = load_preset("ci"), load_preset("default")
+    assert "extends" not in ci.raw and ci.raw["name"] == "ci" and next(iter(ci.raw)) == "name"
+    # what ci does not state comes from default: the depth study, the zoos' architectures
+    assert ci.raw["analysis"]["depth"] == default.raw["analysis"]["depth"] and "depth" not in ci_file["analysis"]
+    assert ci.zoos["mlp_dense"].arch == default.zoos["mlp_dense"].arch
+    assert ci.zoos["mlp_dense"].n_members == 50 and default.zoos["mlp_dense"].n_members == 200
+    assert ci.raw["generators"]["pdiff"]["config"]["ae_channels"] == [16, 32, 64, 64]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_presets_resolve_to_plain_presets(tmp_path, name):
+    """Every bundled preset resolves (no "extends" and no "$delete" left) and loads the same written out whole."""
+    p = load_preset(name)
+    text = json.dumps(p.raw)
+    assert '"extends"' not in text and "$delete" not in text
+    whole = load_preset(str(_write(tmp_path, p.raw)))
+    assert whole.raw == p.raw and whole.zoos == p.zoos
+
+
+def test_merge_rules():
+    base = {"a": {"x": 1, "y": [1, 2], "z": {"deep": 1, "keep": 2}}, "b": [1, 2, 3], "c": "text", "d": None}
+    over = {"a": {"y": [9], "z": {"deep": 5}, "new": 0}, "b": [4], "c": "$delete", "e": {"f": 1}, "d": {"g": 1}}
+    merged = merge_presets(base, over)
+    assert merged == {"a": {"x": 1, "y": [9], "z": {"deep": 5, "keep": 2}, "new": 0}, "b": [4], "d": {"g": 1},
+                      "e": {"f": 1}}
+    assert list(merged) == ["a", "b", "d", "e"]  # the parent's order, new keys after it
+    assert base["a"]["z"] == {"deep": 1, "keep": 2} and base["c"] == "text"  # the inputs are not changed
+    assert merge_presets({"a": {"x": 1}}, {"a": 3}) == {"a": 3}  # a scalar replaces an object
+    assert merge_presets({"a": 3}, {"a": {"x": 1}}) == {"a": {"x": 1}}  # and an object a scalar
+    with pytest.raises(ValueError, match=r"'a\.nope' is '\$delete' but the preset it extends has no 'a\.nope'"):
+        merge_presets(base, {"a": {"nope": "$delete"}})
+
+
+def test_a_preset_file_extends_a_bundled_one_and_can_delete(tmp_path):
+    f = _write(tmp_path, {"name": "small", "extends": "ci",
+                          "zoos": {"mlp_seeds": {"n_members": 4}, "resnet_bn": "$delete", "resnet_bn_lowlr": "$delete"},
+                          "generators": {"pdiff": {"zoos": ["mlp_dense"]}}})
+    p = load_preset(str(f))
+    ci = load_preset("ci")
+    assert p.name == "small" and p.description == ci.description
+    assert list(p.zoos) == ["mlp_dense", "mlp_seeds"] and p.zoos["mlp_seeds"].n_members == 4
+    assert p.zoos["mlp_seeds"].data == ci.zoos["mlp_seeds"].data
+    assert p.raw["generators"]["pdiff"]["zoos"] == ["mlp_dense"]
+    assert p.raw["generators"]["pdiff"]["config"] == ci.raw["generators"]["pdiff"]["config"]
+    # a chain through a file, relative to the extending file
+    g = _write(tmp_path, {"name": "smaller", "extends": "custom.json", "zoos": {"mlp_dense": {"n_members": 3}}},
+               name="smaller.json")
+    f.rename(tmp_path / "custom.json")
+    q = load_preset(str(g))
+    assert q.zoos["mlp_dense"].n_members == 3 and q.zoos["mlp_seeds"].n_members == 4
+
+
+def test_the_name_is_not_inherited(tmp_path):
+    f = _write(tmp_path, {"extends": "ci"})
+    with pytest.raises(ValueError, match="has no 'name'"):
+        load_preset(str(f))
+
+
+def test_an_extends_cycle_is_refused(tmp_path):
+    _write(tmp_path, {"name": "a", "extends": "b.json"}, name="a.json")
+    _write(tmp_path, {"name": "b", "extends": "a.json"}, name="b.json")
+    with pytest.raises(ValueError, match=r"b\.json: 'extends' goes round in a cycle \(a\.json -> b\.json -> a\.json\)"):
+        load_preset(str(tmp_path / "a.json"))
+    _write(tmp_path, {"name": "c", "extends": "c.json"}, name="c.json")
+    with pytest.raises(ValueError, match=r"cycle \(c\.json -> c\.json\)"):
+        load_preset(str(tmp_path / "c.json"))
+
+
+@pytest.mark.parametrize("parent, match", [
+    ("nonexistent", r"extends 'nonexistent', which is not a preset: unknown preset 'nonexistent'; bundled presets"),
+    ("../ci", r"extends '\.\./ci', which is not a preset"),
+    ("missing.json", r"extends 'missing\.json', which is not a preset.*no such \.json file"),
+    (3, r"'extends' must name a bundled preset or a preset \.json file, got 3"),
+    ("", r"'extends' must name a bundled preset"),
+])
+def test_an_unknown_parent_is_refused_naming_the_file(tmp_path, parent, match):
+    f = _write(tmp_path, {"name": "x", "extends": parent})
+    with pytest.raises(ValueError, match=match) as e:
+        load_preset(str(f))
+    assert str(f) in str(e.value)
+
+
+def test_a_broken_parent_is_named(tmp_path):
+    _write(tmp_path, "{not json", name="broken.json")
+    f = _write(tmp_path, {"name": "x", "extends": "broken.json"})
+    with pytest.raises(ValueError, match=r"broken\.json is not valid JSON"):
+        load_preset(str(f))

@@ -6,6 +6,20 @@ ValueError that names the key, the value and what is expected; ``build(cls, d, w
 int (not a bool, not a string), a ``float`` is any number (not a bool), a ``bool`` is true/false, a tuple or list is
 a JSON list (or a tuple), a ``dict`` is an object, ``X | None`` also accepts null. Annotations it does not know
 (``Any``, callables, ...) accept anything, so the check can be added to any config without false alarms.
+
+``JSONConfig`` is the base of every config dataclass saved as JSON (beside weights, in zoos, in presets):
+``to_dict()`` is the plain-JSON view (tuples as lists, nested configs as dicts, keys in field order: the files
+and fingerprints written from it depend on that order) and ``from_dict(d, what=None)`` is ``build`` with the
+class's error name. A subclass names itself in the class statement::
+
+    @dataclass(frozen=True)
+    class PDiffConfig(JSONConfig, name="p-diff config", unknown_keys=NAMED_UNKNOWN_KEYS):
+
+``name`` is how errors call the config (default: the class name), ``required`` the keys ``from_dict`` insists on
+(default: the fields without a default; a nested config field left out is built from ``{}``), ``unknown_keys`` the
+error for unknown top-level keys (a template with ``{what}``, ``{keys}``, ``{valid}``, ``{cls}``; default
+:data:`UNKNOWN_KEYS`, or :data:`NAMED_UNKNOWN_KEYS` where an older wording — "unknown p-diff config keys [...]" —
+must keep reading the same).
 """
 
 from __future__ import annotations
@@ -15,11 +29,17 @@ import types
 import typing
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, Self, TypeVar, Union
 
-__all__ = ["build", "check_fields", "check_value", "describe_type"]
+__all__ = ["NAMED_UNKNOWN_KEYS", "UNKNOWN_KEYS", "JSONConfig", "build", "check_fields", "check_value", "describe_type",
+           "to_json"]
 
 T = TypeVar("T")
+
+#: The error for unknown keys, top level (``of`` empty) or inside a nested config (``of`` = " of <path>").
+UNKNOWN_KEYS = "{what}: unknown keys {keys}; valid keys{of} ({cls}): {valid}"
+#: The older wording some configs keep at their top level ("unknown p-diff config keys ['depth'] ...").
+NAMED_UNKNOWN_KEYS = "unknown {what} keys {keys} ({cls}); valid keys: {valid}"
 
 
 @cache
@@ -123,10 +143,12 @@ def check_fields(cls: type, d: Any, what: str, *, path: str = "",
         raise ValueError(  # noqa: TRY004 — bad input from a JSON file: the configs' one error type
             f"{_at(what, path)} must be a JSON object of {cls.__name__} settings, got {type(d).__name__} {d!r:.80}")
     flds = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(d) - set(flds))
+    unknown = sorted(set(d) - set(flds), key=str)
     if unknown:
-        raise ValueError(f"{what}: unknown keys {[dot + str(k) for k in unknown]}; valid keys"
-                         f"{' of ' + path if path else ''}: {sorted(flds)}")
+        # a config's own wording at the top level (JSONConfig's ``unknown_keys``); nested keys are named by path
+        template = UNKNOWN_KEYS if path else getattr(cls, "_unknown_keys", UNKNOWN_KEYS)
+        raise ValueError(template.format(what=what, keys=[dot + str(k) for k in unknown], valid=sorted(flds),
+                                         of=f" of {path}" if path else "", cls=cls.__name__))
     if required is None:
         required = tuple(n for n, f in flds.items()
                          if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
@@ -139,20 +161,75 @@ def check_fields(cls: type, d: Any, what: str, *, path: str = "",
     return dict(d)
 
 
-def build(cls: type[T], d: Any, what: str, *, path: str = "") -> T:
+def build(cls: type[T], d: Any, what: str, *, path: str = "", required: tuple[str, ...] | None = None) -> T:
     """``cls(**d)`` after :func:`check_fields`; fields that are config dataclasses are built from their dicts the
-    same way (their keys named ``path.key``). A ValueError from the class's own checks is prefixed with ``what``
-    and ``path``."""
-    d = check_fields(cls, d, what, path=path)
+    same way (their keys named ``path.key``), and one left out that has no default (not ``required``) from ``{}``.
+    A ValueError from the class's own checks is prefixed with ``what`` and ``path``."""
+    d = check_fields(cls, d, what, path=path, required=required)
     hints = _hints(cls)
-    for k, v in list(d.items()):
-        tp = hints.get(k)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints.get(f.name)
         cands = typing.get_args(tp) if _is_union(tp) else (tp,)
         sub = next((c for c in cands if dataclasses.is_dataclass(c)), None)
-        if sub is not None and isinstance(v, Mapping):
-            d[k] = build(sub, v, what, path=f"{path}.{k}" if path else k)
+        if sub is None:
+            continue
+        if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            d[f.name] = {}  # a nested config without a default: all its own defaults (ZooConfig's data, train)
+        if isinstance(d.get(f.name), Mapping):
+            d[f.name] = build(sub, d[f.name], what, path=f"{path}.{f.name}" if path else f.name)
     try:
         return cls(**d)
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if msg.startswith(what) else f"{_at(what, path)}: {msg}") from None
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as plain JSON data: config dataclasses as dicts (in field order), tuples as lists."""
+    if isinstance(value, JSONConfig):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+class JSONConfig:
+    """Base of the config dataclasses saved as JSON: ``to_dict`` / ``from_dict`` from the fields' annotations.
+
+    Settings come as class keywords (see the module docstring): ``name``, ``required``, ``unknown_keys``."""
+
+    _config_name: ClassVar[str | None] = None
+    _required: ClassVar[tuple[str, ...] | None] = None
+    _unknown_keys: ClassVar[str] = UNKNOWN_KEYS
+
+    def __init_subclass__(cls, *, name: str | None = None, required: tuple[str, ...] | None = None,
+                          unknown_keys: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # only what a class states: a subclass of a configured base (LoRAZooConfig of TaskZooConfig) inherits the rest
+        if name is not None:
+            cls._config_name = name
+        if required is not None:
+            cls._required = tuple(required)
+        if unknown_keys is not None:
+            cls._unknown_keys = unknown_keys
+
+    @classmethod
+    def config_name(cls) -> str:
+        """How errors name this config ("p-diff config"), the class name unless the class says otherwise."""
+        return cls._config_name or cls.__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view: every field in order, tuples as lists, nested configs as dicts."""
+        return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, what: str | None = None) -> Self:
+        """Inverse of :meth:`to_dict`: unknown keys, missing required keys and values of the wrong type (nested
+        configs too) are one ValueError naming ``what`` (default: the config's name), the key and the value."""
+        return build(cls, d, what or cls.config_name(), required=cls._required)

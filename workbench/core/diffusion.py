@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+from workbench.core.config import JSONConfig
 
 __all__ = ["ScheduleConfig", "NoiseSchedule", "diffusion_loss", "DDPMSampler", "DDIMSampler", "make_sampler", "SamplerState", "SAMPLERS", "DEFAULT_DDIM_STEPS", "check_num_samples", "check_guidance_scale", "check_condition"]
 
@@ -21,7 +23,7 @@ DEFAULT_DDIM_STEPS = 50  # what ``steps=None`` means for DDIM (DDPM always runs 
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(JSONConfig, name="schedule config"):
     """β schedule: ``linear`` (p-diff: 1e-4 → 2e-2 over 1000 steps) or ``cosine`` (Nichol & Dhariwal)."""
 
     num_steps: int = 1000
@@ -35,10 +37,6 @@ class ScheduleConfig:
             raise ValueError(f"unknown schedule {self.kind!r}: use 'linear' or 'cosine'")
         if self.prediction not in ("eps", "x0"):
             raise ValueError(f"unknown prediction {self.prediction!r}: use 'eps' or 'x0'")
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        return asdict(self)
 
 
 class NoiseSchedule:

@@ -1,5 +1,5 @@
 """The shared training loop of the generators: seeded, resumable from its own checkpoint (safetensors + JSON),
-progress bar, loss history written beside the weights, optional EMA.
+progress bar, loss history written beside the weights, optional EMA of the weights (what the sampler uses).
 
 Every step draws its randomness (minibatch, noise, timesteps) from a generator seeded by ``(seed, step)``, so a
 resumed run continues exactly as an uninterrupted one would."""
@@ -10,7 +10,7 @@ import copy
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from workbench.core.config import JSONConfig
 from workbench.core.faults import fault_point
 from workbench.core.io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
 
@@ -62,7 +63,7 @@ def read_history(path: str | Path) -> list[dict] | None:
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class LoopConfig(JSONConfig, name="training loop config"):
     """Optimisation settings of one generator stage (AdamW)."""
 
     steps: int = 2000
@@ -95,10 +96,6 @@ class LoopConfig:
             problems.append(f"grad_clip={self.grad_clip!r} must be > 0 (or None for no clipping)")
         if problems:
             raise ValueError("invalid training loop config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        return asdict(self)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from workbench.core.config import build
+from workbench.core.config import JSONConfig
 
 __all__ = ["ArchConfig", "build_model", "count_params", "load_weights_file"]
 
 
 @dataclass(frozen=True)
-class ArchConfig:
+class ArchConfig(JSONConfig, name="arch config"):
     """Which network to build. ``name``: ``mlp3``, ``convnet3`` or ``timm:<model name>``."""
 
     name: str
@@ -36,18 +36,6 @@ class ArchConfig:
             raise ValueError(f"unknown architecture {self.name!r}: use 'mlp3', 'convnet3' or 'timm:<name>'")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        d = asdict(self)
-        for k in ("input_shape", "hidden", "channels"):
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, what: str = "arch config") -> ArchConfig:
-        """Inverse of :meth:`to_dict`; unknown keys, missing keys and wrongly typed values are a ValueError."""
-        return build(cls, d, what)
 
 
 def _mlp3(cfg: ArchConfig) -> nn.Module:

@@ -4,17 +4,19 @@ augmentation on the input and on the latent during training; optionally a β-VAE
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench.core.config import JSONConfig
+
 __all__ = ["AEConfig", "ParamAutoencoder"]
 
 
 @dataclass(frozen=True)
-class AEConfig:
+class AEConfig(JSONConfig, name="autoencoder config"):
     """Shape and training noise of the parameter autoencoder."""
 
     in_dim: int
@@ -41,12 +43,6 @@ class AEConfig:
     def latent_shape(self) -> tuple[int, int]:
         """(channels, length) of the latent."""
         return self.latent_channels, self.padded_len // 2 ** len(self.channels)
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
 
 
 def _norm(c: int) -> nn.Module:

@@ -5,18 +5,19 @@ flattened latent is the better inductive bias there. Same call signature as :cla
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from workbench.core.config import JSONConfig
 from workbench.nn.unet1d import timestep_embedding
 
 __all__ = ["MLPDenoiserConfig", "MLPDenoiser"]
 
 
 @dataclass(frozen=True)
-class MLPDenoiserConfig:
+class MLPDenoiserConfig(JSONConfig, name="MLP denoiser config"):
     """Size of the MLP denoiser (``in_features`` = channels × length of the latent)."""
 
     in_features: int
@@ -24,10 +25,6 @@ class MLPDenoiserConfig:
     depth: int = 3
     time_dim: int = 128
     cond_dim: int = 0
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        return asdict(self)
 
 
 class MLPDenoiser(nn.Module):

@@ -6,17 +6,19 @@ as in Cond P-Diff, and also to the timestep embedding so every block sees it."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench.core.config import JSONConfig
+
 __all__ = ["UNetConfig", "UNet1D", "timestep_embedding"]
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(JSONConfig, name="U-Net config"):
     """Size of the denoiser."""
 
     in_channels: int
@@ -29,12 +31,6 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        d = asdict(self)
-        d["channel_mults"] = list(self.channel_mults)
-        return d
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from workbench.core.config import build, check_fields
+from workbench.core.config import JSONConfig
 from workbench.data import DatasetInfo, TaskData, available_datasets, load_dataset
 from workbench.nn.architectures import ArchConfig
 from workbench.zoo.training import TrainConfig
@@ -16,7 +16,7 @@ PROTOCOLS = ("dense_subset", "dense_full", "seeds")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(JSONConfig, name="data config"):
     """Which dataset and split a zoo is trained on."""
 
     name: str = "mnist5k"
@@ -37,11 +37,6 @@ class DataConfig:
             if v is not None and v < 1:
                 raise ValueError(f"{k} must be >= 1 (or null), got {v!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], what: str = "data config") -> DataConfig:
-        """From a plain dict; unknown keys and wrongly typed values are a ValueError naming the key."""
-        return build(cls, d, what)
-
     def load(self) -> TaskData:
         """Load the dataset this config names."""
         data = load_dataset(self.name, seed=self.seed, test_fraction=self.test_fraction,
@@ -56,8 +51,9 @@ class DataConfig:
         return data
 
 
+# ``data`` and ``train`` may be left out of a zoo config (their defaults); the rest of a zoo must be stated
 @dataclass(frozen=True)
-class ZooConfig:
+class ZooConfig(JSONConfig, name="zoo config", required=("name", "protocol", "arch", "n_members")):
     """A zoo: which members to collect, how, and on what.
 
     Protocols: ``dense_subset`` (p-diff: train a base model, then train only ``select`` and keep a checkpoint
@@ -88,29 +84,6 @@ class ZooConfig:
         for k in ("n_members", "save_every", "chunk_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view (nested configs as dicts)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["data"] = asdict(self.data)
-        d["arch"] = self.arch.to_dict()
-        d["train"] = self.train.to_dict()
-        d["select"], d["exclude"] = list(self.select), list(self.exclude)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], what: str = "zoo config") -> ZooConfig:
-        """Inverse of :meth:`to_dict`. Unknown keys (here or in ``data``/``arch``/``train``), missing required keys
-        (``name``, ``protocol``, ``arch``, ``n_members``) and values of the wrong type (``n_members: "six"``) are a
-        ValueError naming the key, the value and what is expected (a typo in a preset must not pass)."""
-        d = check_fields(cls, d, what, required=("name", "protocol", "arch", "n_members"))
-        for key, sub in (("data", DataConfig), ("train", TrainConfig), ("arch", ArchConfig)):
-            if not isinstance(d.get(key), sub):
-                d[key] = build(sub, d.get(key, {}), what, path=key)
-        try:
-            return cls(**d)
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
 
     def with_(self, **changes: Any) -> ZooConfig:
         """A copy with some fields changed."""

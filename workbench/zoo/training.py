@@ -12,7 +12,7 @@ momentum update is fused into the weight-gradient GEMM (``addmm(buf, xᵀ, δ, b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from workbench.core.config import build
+from workbench.core.config import JSONConfig
 from workbench.data import batch_schedule
 from workbench.nn.architectures import ArchConfig, build_model
 
@@ -29,7 +29,7 @@ __all__ = ["TrainConfig", "train_loop", "train_vectorized", "init_members", "mlp
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JSONConfig, name="train config"):
     """SGD settings for training a member (or the base model of a checkpoint protocol)."""
 
     epochs: int = 20
@@ -44,16 +44,6 @@ class TrainConfig:
                                ("lr", self.lr > 0, "> 0")):
             if not ok:
                 raise ValueError(f"invalid training config: {name} must be {rule}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        """Plain-JSON view."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, what: str = "train config") -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys and wrongly typed values are a ValueError naming the key."""
-
-        return build(cls, d, what)
 
 
 def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], bufs: Sequence[torch.Tensor],

@@ -1,4 +1,17 @@
-"""Named configurations: ``ci`` (seconds, used by the tests), ``default`` (the report), and larger ones."""
+"""Named configurations: ``ci`` (seconds, used by the tests), ``default`` (the report), and larger ones.
+
+A preset may build on another: ``"extends": "default"`` (a bundled name, or the path of a preset ``.json`` file,
+relative to the extending file) lays the file over the resolved parent —
+
+- objects merge key by key, recursively (``"zoos": {"mlp_dense": {"n_members": 50}}`` changes one setting of one
+  zoo and keeps the rest);
+- anything else (numbers, strings, null, lists) replaces the parent's value whole: a list is never merged;
+- the value ``"$delete"`` removes the inherited key (an error if the parent has no such key, so a typo shows);
+- ``name`` is never inherited (a preset is named by its own file); ``extends`` itself is not part of the result.
+
+A parent may extend another in turn. A parent that is not a preset, and a chain that comes back to a file already
+in it, are ValueErrors naming the file. :func:`merge_presets` is the merge on its own.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +31,8 @@ from workbench.zoo.config import ZooConfig
 from workbench.zoo.lora.tasks import LoRAZooConfig
 from workbench.zoo.lora.text import TextLoRAZooConfig
 
-__all__ = ["Preset", "available_presets", "is_preset_path", "load_preset", "preset_file", "preset_folder"]
+__all__ = ["Preset", "available_presets", "is_preset_path", "load_preset", "merge_presets", "preset_file",
+           "preset_folder"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,21 @@ class Preset:
 
         return CondPDiffConfig.from_dict(self.generator_settings("style").get("config", {}))
 
+    def cond_inputs(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``cond_experiment``'s inputs from ``generators.cond_pdiff``: ``zoo_config`` (its ``zoo``, a LoRA or a text
+        LoRA zoo; or ``text_zoo``), ``config``, ``n_samples`` and ``ablation``; ``overrides`` (e.g. the
+        ``bench.cond`` section) may name another zoo or ``n_samples``."""
+        st = {**self.generator_settings("cond_pdiff"), **(overrides or {})}
+        text_key = st.get("text_zoo", st.get("zoo") if st.get("zoo") in self.raw.get("text_lora_zoos", {}) else None)
+        zoo = self.text_lora_zoo(text_key) if text_key else self.lora_zoo(st.get("zoo", "lora_digits"))
+        return {"zoo_config": zoo, "config": self.cond_config(), "n_samples": int(st.get("n_samples", 20)),
+                "ablation": st.get("ablation")}
+
+    def style_inputs(self) -> dict[str, Any]:
+        """``style_experiment``'s inputs from ``generators.style``: ``zoo_config``, ``config`` and ``settings``."""
+        st = self.generator_settings("style")
+        return {"zoo_config": self.style_zoo(st.get("zoo", "styles")), "config": self.style_config(), "settings": st}
+
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""
         if key not in self.zoos:
@@ -92,6 +121,9 @@ PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 NAMED_SECTIONS = ("zoos", "lora_zoos", "text_lora_zoos", "style_zoos", "generators")
 #: Other sections that must be JSON objects when present.
 OBJECT_SECTIONS = ("bench", "analysis")
+#: The key naming the preset a preset extends, and the value that removes an inherited key.
+EXTENDS = "extends"
+DELETE = "$delete"
 
 
 def available_presets() -> list[str]:
@@ -170,16 +202,71 @@ def _parse(raw: Any, where: str) -> Preset:
     return Preset(raw["name"], raw.get("description", ""), zoos, raw.get("bench", {}), raw)
 
 
+def merge_presets(base: dict[str, Any], over: dict[str, Any], *, where: str = "preset",
+                  path: str = "") -> dict[str, Any]:
+    """``over`` laid over ``base`` (neither changed): objects merge key by key, anything else replaces, and the
+    value ``"$delete"`` removes the inherited key (a ValueError naming ``where`` and the key if there is none)."""
+    out = dict(base)
+    for k, v in over.items():
+        key = f"{path}.{k}" if path else str(k)
+        if isinstance(v, str) and v == DELETE:
+            if k not in out:
+                raise ValueError(f"{where}: {key!r} is {DELETE!r} but the preset it extends has no {key!r}")
+            del out[k]
+        elif isinstance(v, dict):
+            # an object over a non-object replaces it; merging into {} still drops (and checks) its "$delete"s
+            out[k] = merge_presets(out[k] if isinstance(out.get(k), dict) else {}, v, where=where, path=key)
+        else:
+            out[k] = v
+    return out
+
+
+def _where(name_or_path: str | Path, f: Path) -> str:
+    """How errors name a preset file: its path, or ``<name>.json (bundled)``."""
+    return str(f) if is_preset_path(name_or_path) else f"{f.name} (bundled)"
+
+
+def _read(f: Path, where: str) -> Any:
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"preset {where} is not valid JSON ({e})") from None
+
+
+def _resolve(raw: Any, f: Path, where: str, chain: tuple[Path, ...]) -> Any:
+    """The preset ``raw`` (read from ``f``) laid over the preset it extends, resolved the same way; ``chain``: the
+    files already on the way (a cycle back to one is an error)."""
+    if not isinstance(raw, dict) or EXTENDS not in raw:
+        return raw
+    parent = raw[EXTENDS]
+    if not isinstance(parent, str) or not parent:
+        raise _bad(where, f": {EXTENDS!r} must name a bundled preset or a preset .json file, got {parent!r}")
+    if is_preset_path(parent) and not Path(parent).expanduser().is_absolute():
+        parent = str(f.parent / parent)  # relative to the extending file, not to the working directory
+    try:
+        pf = preset_file(parent)
+    except ValueError as e:
+        raise _bad(where, f": extends {raw[EXTENDS]!r}, which is not a preset: {e}") from None
+    if pf.resolve() in chain:
+        loop = " -> ".join(p.name for p in (*chain, pf.resolve()))
+        raise _bad(where, f": {EXTENDS!r} goes round in a cycle ({loop})")
+    pwhere = _where(parent, pf)
+    base = _resolve(_read(pf, pwhere), pf, pwhere, (*chain, pf.resolve()))
+    if not isinstance(base, dict):
+        raise _bad(pwhere, f" (extended by {where}) must be a JSON object, got {type(base).__name__}")
+    over = {k: v for k, v in raw.items() if k != EXTENDS}
+    merged = merge_presets({k: v for k, v in base.items() if k != "name"}, over, where=f"preset {where}")
+    # the name stays the preset's own and stays first, where every preset file has it
+    return {"name": over["name"], **merged} if "name" in over else merged
+
+
 def load_preset(name_or_path: str | Path) -> Preset:
-    """Load a bundled preset by name, or a preset JSON file by path (see :func:`preset_file`).
+    """Load a bundled preset by name, or a preset JSON file by path (see :func:`preset_file`), with the presets it
+    extends resolved (see the module docstring).
 
     The preset is checked before it is used: valid JSON, a ``name``, sections of the right type, keys that are
     safe directory names (:func:`workbench.core.paths.safe_name`: no ``/``, no ``..``) and zoo configs that build; any
     problem is a ValueError naming the file."""
     f = preset_file(name_or_path)
-    where = str(f) if is_preset_path(name_or_path) else f"{f.name} (bundled)"
-    try:
-        raw = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"preset {where} is not valid JSON ({e})") from None
-    return _parse(raw, where)
+    where = _where(name_or_path, f)
+    return _parse(_resolve(_read(f, where), f, where, (f.resolve(),)), where)

@@ -8,12 +8,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench.core.config import JSONConfig
+
 __all__ = ["StyleNetConfig", "StyleNet"]
 
 
 # -- the base image-to-image network ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class StyleNetConfig:
+class StyleNetConfig(JSONConfig, name="style network config"):
     """A compact fully convolutional image-to-image network: ``depth`` 3×3 convolutions, receptive field
     2·depth + 1 px (no dilation: peft's conv LoRA does not carry a dilation into its A factor)."""
 
