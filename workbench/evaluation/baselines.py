@@ -6,18 +6,19 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from workbench.core.params import ParamSpec
 from workbench.data import batch_schedule
 from workbench.evaluation.evaluate import split_model
 
-__all__ = ["soup", "noise_added", "per_position_gaussian", "finetuned", "finetuned_members"]
+__all__ = ["finetuned", "finetuned_members", "noise_added", "per_position_gaussian", "soup"]
 
 
 def soup(vectors: torch.Tensor) -> torch.Tensor:
-    """The weight average of the zoo, (1, P)."""
+    """The weight average of the zoo, (1, P), computed in float64 (a float32 sum over many members drops the low bits
+    of small entries beside large ones) and returned as float32."""
     return vectors.double().mean(0, keepdim=True).float()
 
 
