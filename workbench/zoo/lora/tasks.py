@@ -10,35 +10,38 @@ binary task trains its two classes and learns to keep the others low.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from workbench.core.io import (
-    atomic_write_json,
-    atomic_write_text,
-    load_tensors,
-    read_json,
-    record_checksum,
-    save_tensors,
-    verify_checksum,
+from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.io import load_tensors, read_json, save_tensors, verify_checksum
+from workbench.core.params import ParamSpec
+from workbench.data import DatasetInfo, TaskData, load_dataset
+from workbench.evaluation.evaluate import MemberEvaluator
+from workbench.zoo.lora.backbone import adapted_tail, backbone_features, build_backbone
+from workbench.zoo.lora.engine import (
+    LossFn,
+    collect_conditions,
+    head_name,
+    read_timings,
+    reset_lora,
+    start_zoo,
 )
-from workbench.core.params import ParamSpec, check_finite
-from workbench.data import DatasetInfo, TaskData, imagenet_input, load_dataset
-from workbench.evaluation.evaluate import MemberEvaluator, split_model
-from workbench.nn.architectures import ArchConfig, build_model
 from workbench.zoo.protocol import Condition, condition_names
 
-__all__ = ["Task", "DIGIT_TASKS", "TaskZooConfig", "LoRAZooConfig", "LoRAZoo", "collect_lora_zoo", "backbone_features"]
+__all__ = ["Task", "DIGIT_TASKS", "TaskZooConfig", "LoRAZooConfig", "LoRAZoo", "Splits", "feature_splits",
+           "collect_task_checkpoints", "collect_lora_zoo", "backbone_features", "build_backbone"]
+
+Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""A task's (x_train, y_train, x_test, y_test)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,8 @@ DIGIT_TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 
-class TaskZooConfig:
-    """What every LoRA zoo config shares: its tasks (seen, then unseen) and a JSON round trip."""
-
-    _tuple_fields: tuple[str, ...] = ("target_modules", "tasks", "unseen")
+class TaskZooConfig(JSONConfig, unknown_keys=NAMED_UNKNOWN_KEYS):
+    """What every LoRA zoo config shares: its tasks (seen, then unseen) and a JSON round trip (JSONConfig)."""
 
     def task_table(self) -> dict[str, Task]:
         """Every task this zoo can refer to."""
@@ -119,24 +120,9 @@ class TaskZooConfig:
         table = self.task_table()
         return [table[t] for t in (*self.tasks, *self.unseen)]
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        d = asdict(self)
-        for k in self._tuple_fields:
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class LoRAZooConfig(TaskZooConfig):
+class LoRAZooConfig(TaskZooConfig, name="LoRA zoo config"):
     """A LoRA zoo: dataset, backbone, adapter, the seen and unseen tasks, and the fine-tuning schedule."""
 
     name: str = "lora_digits"
@@ -182,58 +168,6 @@ class LoRAZooConfig(TaskZooConfig):
         return {**DIGIT_TASKS, **{k: Task.from_dict(v) for k, v in self.task_defs.items()}}
 
 
-# -- backbone and features ---------------------------------------------------------------------------------------
-def _to_backbone_input(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Standardised grey images → 3-channel ImageNet-normalised images of ``size``×``size``."""
-    if x.ndim == 2:  # flat MNIST rows
-        side = int(round(x.shape[1] ** 0.5))
-        x = x.reshape(len(x), 1, side, side)
-    lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
-    x = (x - lo) / (hi - lo).clamp_min(1e-8)  # per image to [0, 1]: independent of the dataset's standardisation
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    return imagenet_input(x, size)
-
-
-def build_backbone(cfg: LoRAZooConfig) -> tuple[nn.Module, nn.Module, dict[str, str]]:
-    """(frozen prefix, tail to adapt, tensor-name map into the tail) of the configured timm backbone."""
-
-    arch = ArchConfig(name=f"timm:{cfg.backbone}", input_shape=(3, cfg.image_size, cfg.image_size),
-                      num_classes=cfg.n_outputs, pretrained=cfg.pretrained)
-    model = build_model(arch, seed=cfg.seed).eval()
-    names = [n for n in model.state_dict() if any(n == m or n.startswith(m + ".") for m in cfg.target_modules)]
-    if not names:
-        raise ValueError(f"target modules {list(cfg.target_modules)} are not in {cfg.backbone}; "
-                         f"try one of {[n for n, _ in model.named_children()][:8]}")
-    probe = torch.randn(2, 3, cfg.image_size, cfg.image_size)
-    prefix, tail, name_map = split_model(model, names, probe)
-    if isinstance(prefix, nn.Identity):
-        raise ValueError(f"{cfg.backbone} cannot be cut before {list(cfg.target_modules)}: the features would "
-                         "not be reusable (adapt modules of its last chain of blocks)")
-    return prefix, tail, name_map
-
-
-def backbone_features(prefix: nn.Module, x: torch.Tensor, image_size: int, batch: int = 250,
-                      progress: bool = True) -> torch.Tensor:
-    """Prefix output for every image (no gradients), in batches."""
-    outs = []
-    with torch.no_grad():
-        for i in tqdm(range(0, len(x), batch), desc="backbone features", disable=not progress, leave=False):
-            outs.append(prefix(_to_backbone_input(x[i:i + batch], image_size)))
-    return torch.cat(outs)
-
-
-def _adapted_tail(cfg: LoRAZooConfig, tail: nn.Module, name_map: dict[str, str]) -> nn.Module:
-    """The tail with peft LoRA injected into the target modules (names mapped into the tail)."""
-    # imported here: peft takes ~6 s to import (it pulls in transformers) and only LoRA zoos need it
-    from peft import LoraConfig, inject_adapter_in_model
-
-    targets = sorted({name_map[n].rsplit(".", 1)[0] for n in name_map
-                      if any(n == m + ".weight" for m in cfg.target_modules)})
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=targets, lora_dropout=0.0, bias="none")
-    return inject_adapter_in_model(lora, tail)
-
-
 # -- the zoo -----------------------------------------------------------------------------------------------------
 class LoRAZoo:
     """A collected LoRA zoo on disk: member vectors with task ids, per-member accuracies, cached features."""
@@ -255,7 +189,7 @@ class LoRAZoo:
         """The adapted tail (frozen base weights, LoRA + head set by a member vector)."""
         if self._tail is None:
             _, tail, name_map = build_backbone(self.config)
-            self._tail = _adapted_tail(self.config, tail, name_map).eval()
+            self._tail = adapted_tail(self.config, tail, name_map).eval()
         return self._tail
 
     @property
@@ -310,11 +244,8 @@ class LoRAZoo:
             self._features = load_tensors(self.root / "features.safetensors")
         return self._features
 
-    def _splits(self, t: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self._feature_cache()
-        ktr, ytr = t.relabel(f["y_train"])
-        kte, yte = t.relabel(f["y_test"])
-        return f["x_train"][ktr], ytr, f["x_test"][kte], yte
+    def _splits(self, t: Task) -> Splits:
+        return feature_splits(self._feature_cache(), t)
 
     def data(self, condition: str | Task | None = None) -> TaskData:
         """The task's train/test split (inputs: backbone features, or token ids for text zoos)."""
@@ -352,105 +283,66 @@ class LoRAZoo:
         return pd.DataFrame(rows).set_index("task")
 
 
-def _train_task(cfg: LoRAZooConfig, tail: nn.Module, spec: ParamSpec, task_idx: int, x: torch.Tensor,
-                y: torch.Tensor, progress: bool) -> torch.Tensor:
-    """Fine-tune LoRA + head on one task from the shared start; return the last ``keep_last`` checkpoints."""
-    torch.manual_seed(cfg.seed + 1000 * (task_idx + 1))
-    head = [m for m in tail.modules() if isinstance(m, nn.Linear) and m.out_features == cfg.n_outputs][-1]
-    head.reset_parameters()
-    for n, m in tail.named_modules():  # LoRA: A random (seeded per task), B zero, as peft initialises it
-        if hasattr(m, "reset_lora_parameters"):
-            m.reset_lora_parameters("default", True)
-    trainable = [p for n, p in tail.named_parameters() if n in set(spec.names)]
-    for n, p in tail.named_parameters():
-        p.requires_grad_(n in set(spec.names))
-    opt = torch.optim.Adam(trainable, lr=cfg.lr)
-    g = torch.Generator().manual_seed(cfg.seed + task_idx)
-    tail.eval()  # BatchNorm keeps the pretrained statistics: only LoRA and the head move
-    kept = []
-    for step in tqdm(range(cfg.steps), desc="LoRA", disable=not progress, leave=False):
-        idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g)
-        loss = F.cross_entropy(tail(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step >= cfg.steps - cfg.keep_last:
-            kept.append(spec.flatten(tail.state_dict()))
-    return torch.stack(kept)
+def feature_splits(features: dict[str, torch.Tensor], task: Task) -> Splits:
+    """A task's split of the cached backbone features: the examples of its classes, relabelled (the reader's
+    :meth:`LoRAZoo.data` and the collection both use this)."""
+    ktr, ytr = task.relabel(features["y_train"])
+    kte, yte = task.relabel(features["y_test"])
+    return features["x_train"][ktr], ytr, features["x_test"][kte], yte
 
 
-def _start_zoo(root: Path, cfg: Any) -> None:
-    """Create the zoo directory, refusing to mix configurations (collection resumes only the same config)."""
-    (root / "tasks").mkdir(parents=True, exist_ok=True)
-    if (root / "config.json").exists():
-        saved = read_json(root / "config.json")
-        if saved != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(f"{root} holds a LoRA zoo with a different configuration; pick another directory "
-                             "or delete it to recollect")
-    atomic_write_json(root / "config.json", cfg.to_dict())
-
-
-def _collect_tasks(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec, splits, seconds: dict[str, float],
-                   progress: bool) -> None:
-    """Fine-tune every task not yet on disk (one atomic file per task), then write the manifest of test accuracies.
-
-    ``splits(task)`` gives (x_train, y_train, x_test, y_test) of a task."""
-    atomic_write_json(root / "spec.json", spec.to_dict())
-    rows = []
+def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec,
+                             splits: Callable[[Task], Splits], seconds: dict[str, float], progress: bool) -> None:
+    """Fine-tune LoRA + head on every task of ``cfg`` (a :class:`TaskZooConfig`) not yet on disk, each from
+    the model's current state, then write the manifest of test accuracies. ``splits(task)``: the reader's split."""
+    tasks = cfg.all_tasks()
+    head = model.get_submodule(head_name(model, cfg.n_outputs))
     # the probe lets the evaluator check numerically that cutting the model into blocks is exact
-    evaluator = MemberEvaluator(model, spec, probe=splits(cfg.all_tasks()[0])[2][:4])
-    base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    for i, task in enumerate(tqdm(cfg.all_tasks(), desc="tasks", disable=not progress)):
-        path = root / "tasks" / f"{task.name}.safetensors"
-        xtr, ytr, xte, yte = splits(task)
-        if path.exists():  # resume: a task file is written atomically once its checkpoints are complete
-            verify_checksum(root, f"tasks/{task.name}.safetensors", f"the checkpoints of task {task.name!r}")
-            vecs = load_tensors(path)["vectors"]
-        else:
-            model.load_state_dict(base_state)
-            t1 = time.perf_counter()
-            vecs = _train_task(cfg, model, spec, i, xtr, ytr, progress)
-            check_finite(vecs, f"the LoRA checkpoints of task {task.name!r}")
-            save_tensors(path, {"vectors": vecs}, metadata={"task": task.name})
-            record_checksum(root, f"tasks/{task.name}.safetensors")
-            seconds[task.name] = time.perf_counter() - t1
+    evaluator = MemberEvaluator(model, spec, probe=splits(tasks[0])[2][:4])
+
+    def init(i: int, name: str) -> None:
+        torch.manual_seed(cfg.seed + 1000 * (i + 1))
+        head.reset_parameters()
+        reset_lora(model)  # A random (seeded per task), B zero: every task starts from the same base
+
+    def loss(i: int, name: str) -> LossFn:
+        x, y, _, _ = splits(tasks[i])
+        g = torch.Generator().manual_seed(cfg.seed + i)
+
+        def cross_entropy(m: nn.Module, step: int) -> torch.Tensor:
+            idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g)
+            return F.cross_entropy(m(x[idx]), y[idx])
+        return cross_entropy
+
+    def rows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
+        _, _, xte, yte = splits(tasks[i])
         # test accuracy only: evaluating every checkpoint on the (larger) train split would dominate the cost
-        te = evaluator(vecs, xte, yte).accuracy
-        rows += [{"task": task.name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": b}
-                 for j, b in enumerate(te)]
-    atomic_write_text(root / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_json(root / "timings.json", seconds)
+        te = evaluator(stored["vectors"], xte, yte).accuracy
+        return [{"task": name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": b}
+                for j, b in enumerate(te)]
+
+    collect_conditions(root, [t.name for t in tasks], model, spec, trainable=spec.names, init=init,
+                       loss=loss, rows=rows, kind="task", folder="tasks", steps=cfg.steps,
+                       keep_last=cfg.keep_last, lr=cfg.lr, seconds=seconds, progress=progress)
 
 
 def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True) -> LoRAZoo:
     """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints."""
     root = Path(root)
-    _start_zoo(root, cfg)
+    start_zoo(root, cfg)
+    seconds = read_timings(root)
     t0 = time.perf_counter()
     prefix, tail, name_map = build_backbone(cfg)
-    tail = _adapted_tail(cfg, tail, name_map)
-    spec = ParamSpec.select(tail, ["re:lora_", f"re:^{_head_name(tail, cfg)}\\."])
+    tail = adapted_tail(cfg, tail, name_map)
+    spec = ParamSpec.select(tail, ["re:lora_", f"re:^{head_name(tail, cfg.n_outputs)}\\."])
     if not (root / "features.safetensors").exists():
         data = load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train, n_test=cfg.n_test)
         feats = {"x_train": backbone_features(prefix, data.x_train, cfg.image_size, progress=progress),
                  "x_test": backbone_features(prefix, data.x_test, cfg.image_size, progress=progress),
                  "y_train": data.y_train, "y_test": data.y_test}
         save_tensors(root / "features.safetensors", feats)
-    seconds = {"features": time.perf_counter() - t0}
-    f = load_tensors(root / "features.safetensors")
-
-    def splits(task: Task):
-        ktr, ytr = task.relabel(f["y_train"])
-        kte, yte = task.relabel(f["y_test"])
-        return f["x_train"][ktr], ytr, f["x_test"][kte], yte
-
-    _collect_tasks(cfg, root, tail, spec, splits, seconds, progress)
+    seconds["features"] = time.perf_counter() - t0
+    features = load_tensors(root / "features.safetensors")
+    collect_task_checkpoints(cfg, root, tail, spec, lambda task: feature_splits(features, task), seconds,
+                             progress)
     return LoRAZoo(root)
-
-
-def _head_name(tail: nn.Module, cfg: LoRAZooConfig) -> str:
-    heads = [n for n, m in tail.named_modules() if isinstance(m, nn.Linear) and m.out_features == cfg.n_outputs]
-    if not heads:
-        raise ValueError(f"no task head with {cfg.n_outputs} outputs in the adapted tail")
-    return heads[-1]
-

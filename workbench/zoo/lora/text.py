@@ -20,9 +20,11 @@ import torch.nn as nn
 
 from workbench.core.io import atomic_write_text, load_tensors, save_tensors
 from workbench.core.params import ParamSpec
-from workbench.zoo.lora.tasks import LoRAZoo, Task, TaskZooConfig, _collect_tasks, _head_name, _start_zoo
+from workbench.zoo.lora.engine import head_name, read_timings, start_zoo
+from workbench.zoo.lora.tasks import LoRAZoo, Splits, Task, TaskZooConfig, collect_task_checkpoints
 
-__all__ = ["GLUE_TASKS", "TextLoRAZooConfig", "TextLoRAZoo", "collect_text_lora_zoo", "export_glue", "read_jsonl_task"]
+__all__ = ["GLUE_TASKS", "TextLoRAZooConfig", "TextLoRAZoo", "collect_text_lora_zoo", "export_glue",
+           "read_jsonl_task", "token_splits"]
 
 
 def _t(name: str, description: str, ex1: str, ex2: str) -> dict:
@@ -49,7 +51,7 @@ _GLUE_FIELDS = {"sst2": ("sentence", None), "rte": ("sentence1", "sentence2"), "
 
 
 @dataclass(frozen=True)
-class TextLoRAZooConfig(TaskZooConfig):
+class TextLoRAZooConfig(TaskZooConfig, name="text LoRA zoo config"):
     """A LoRA zoo over text classification tasks on a BERT-style model."""
 
     name: str = "lora_glue"
@@ -168,18 +170,24 @@ class TextLoRAZoo(LoRAZoo):
             self._tail, _ = _build(self.config)
         return self._tail
 
-    def _splits(self, t: Task):
-        d = load_tensors(self.root / "tokens" / f"{t.name}.safetensors")
-        return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+    def _splits(self, t: Task) -> Splits:
+        return token_splits(self.root, t)
+
+
+def token_splits(root: Path, task: Task) -> Splits:
+    """A task's tokenised split as collected into ``root/tokens`` (the reader and the collection use this)."""
+    d = load_tensors(root / "tokens" / f"{task.name}.safetensors")
+    return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
 
 
 def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress: bool = True) -> TextLoRAZoo:
     """Collect (or resume) a text LoRA zoo: tokenise each task once, then each task's dense checkpoints."""
     root = Path(root)
-    _start_zoo(root, cfg)
+    start_zoo(root, cfg)
+    seconds = read_timings(root)
     t0 = time.perf_counter()
     model, tok = _build(cfg)
-    spec = ParamSpec.select(model, ["re:lora_", f"re:^{_head_name(model, cfg)}\\."])
+    spec = ParamSpec.select(model, ["re:lora_", f"re:^{head_name(model, cfg.n_outputs)}\\."])
     (root / "tokens").mkdir(exist_ok=True)
     for task in cfg.all_tasks():
         path = root / "tokens" / f"{task.name}.safetensors"
@@ -195,11 +203,6 @@ def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress:
             enc = tok(texts, padding="max_length", truncation=True, max_length=cfg.max_length, return_tensors="pt")
             out[f"x_{split}"], out[f"y_{split}"] = enc["input_ids"], torch.as_tensor(labels)
         save_tensors(path, out)
-    seconds = {"tokenise": time.perf_counter() - t0}
-
-    def splits(task: Task):
-        d = load_tensors(root / "tokens" / f"{task.name}.safetensors")
-        return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
-
-    _collect_tasks(cfg, root, model, spec, splits, seconds, progress)
+    seconds["tokenise"] = time.perf_counter() - t0
+    collect_task_checkpoints(cfg, root, model, spec, lambda task: token_splits(root, task), seconds, progress)
     return TextLoRAZoo(root)

