@@ -2,8 +2,10 @@
 (save/load, condition swap, unseen tasks) on a seconds-sized zoo."""
 
 import json
+import shutil
 
 import golden
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,9 +13,11 @@ from hypothesis import strategies as st
 
 from workbench.core.train_loop import LoopConfig
 from workbench.nn.encoders import MiniLMTextEncoder, check_condition_image, one_hot
+from workbench.systems.cond_pdiff.evaluation import _LastK
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo.lora.tasks import DIGIT_TASKS, LoRAZoo, LoRAZooConfig, collect_lora_zoo
+from workbench.zoo.protocol import check_zoo
 
 TINY = golden.TINY_LORA
 
@@ -148,6 +152,37 @@ def test_task_names_sample_and_survive_save_load(cond_gen, tmp_path):
     with pytest.raises(ValueError, match=rf"cond_pdiff\.json lists 2 seen tasks but .* holds {len(TINY.tasks)} seen "
                                          r"conditions.*inconsistent.*re-save"):
         CondPDiff.load(d, cache_dir=cache)
+
+
+def test_conditions_come_from_the_zoo_interface_and_old_task_tables_load(lora_zoo, cond_gen, tmp_path):
+    gen, cache = cond_gen
+    odd = next(c for c in lora_zoo.conditions if c.name == "odd")
+    assert not odd.seen and not gen.tasks["odd"].seen and gen.tasks["even"].seen
+    torch.testing.assert_close(gen.sample(odd, 2, seed=4), gen.sample("odd", 2, seed=4))
+    d = tmp_path / "g"
+    gen.save(d)
+    rows = json.loads((d / "tasks.json").read_text())["tasks"]
+    assert {r["kind"] for r in rows} == {"task"} and {r["name"] for r in rows if not r["seen"]} == set(TINY.unseen)
+    # a generator saved by the old code: Task dicts (name, description, examples, classes), no kind, no seen
+    unsealed = tmp_path / "old"
+    shutil.copytree(d, unsealed)
+    old = [DIGIT_TASKS[r["name"]].to_dict() for r in rows]
+    (unsealed / "tasks.json").write_text(json.dumps({"tasks": old}))
+    meta = json.loads((unsealed / "cond_pdiff.json").read_text())
+    meta.pop("files", None)  # unsealed, as saves were before checksums
+    (unsealed / "cond_pdiff.json").write_text(json.dumps(meta))
+    back = CondPDiff.load(unsealed, cache_dir=cache)
+    assert back.tasks["even"].seen and not back.tasks["odd"].seen
+    torch.testing.assert_close(back.sample("odd", 2, seed=4), gen.sample("odd", 2, seed=4))
+
+
+def test_last_k_view_implements_the_zoo_interface(lora_zoo):
+    view = _LastK(lora_zoo, 3)
+    check_zoo(view)
+    assert not hasattr(view, "config")  # no attribute forwarding: only the interface
+    assert view.vectors().shape == (3 * len(TINY.tasks), lora_zoo.spec.numel)
+    torch.testing.assert_close(view.vectors(["even"]), lora_zoo.vectors(["even"])[-3:])
+    assert np.array_equal(view.accuracies("even"), lora_zoo.accuracies("even")[-3:])
 
 
 def test_bad_sampling_inputs_are_clear_errors(cond_gen):

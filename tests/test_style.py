@@ -24,6 +24,7 @@ from workbench.systems.cond_pdiff.style.images import ALGORITHMIC_STYLES, style_
 from workbench.systems.cond_pdiff.style.network import StyleNetConfig
 from workbench.systems.cond_pdiff.style.zoo import StyleZoo, StyleZooConfig, collect_style_zoo
 from workbench.systems.pdiff.generator import PDiffConfig
+from workbench.zoo.protocol import check_zoo
 
 TINY = StyleZooConfig(name="tiny", styles=("sepia", "negative", "gram:stripes"), base=StyleNetConfig(channels=8, depth=4),
                       n_digits=40, n_eval=2, base_steps=40, steps=12, keep_last=4, lr=0.01, content_weight=0.005,
@@ -174,8 +175,7 @@ def test_latent_interpolation_ends_are_reconstructions(zoo, normaliser):
     g = CondPDiff(_gen_config(normaliser)).fit(zoo, progress=False)
     a, b = zoo.vectors(["sepia"])[-1], zoo.vectors(["negative"])[-1]
     path = interpolate_style_latent(g, a, b, [0.0, 0.5, 1.0], ("sepia", "negative"))
-    groups = None if normaliser == "position" else torch.tensor([0, 1])
-    rec = g.pdiff.reconstruct(torch.stack([a, b]), groups)
+    rec = torch.cat([g.decode(g.encode(v[None], s), s) for v, s in ((a, "sepia"), (b, "negative"))])
     assert torch.allclose(path[0], rec[0], atol=1e-4) and torch.allclose(path[2], rec[1], atol=1e-4)
     if normaliser == "task":
         with pytest.raises(ValueError, match="names"):
@@ -212,7 +212,14 @@ def test_interpolation_frame_and_trajectory(zoo, gen):
 
 
 def test_continuous_styles_and_generalisation(zoo):
-    cs = ContinuousStyles(zoo, ("sepia", "negative"), [0.0, 0.5, 1.0], per_lambda=3)
+    cs = ContinuousStyles(zoo, ("sepia", "negative"), [0.0, 0.5, 1.0], per_lambda=3, heldout=[0.5])
+    check_zoo(cs)  # the zoo interface, explicitly (no attribute forwarding)
+    assert [(c.name, c.seen) for c in cs.conditions] == [("λ=0.00", True), ("λ=1.00", True), ("λ=0.50", False)]
+    assert torch.equal(cs.conditions[2].image, cs.condition_images(["λ=0.50"])[0])
+    assert torch.equal(cs.vectors(), cs.vectors(["λ=0.00", "λ=1.00"]))
+    # the soup is the float64 weight average
+    assert torch.equal(cs.soup("λ=0.50"), zoo.vectors(["sepia"])[-3:].mul(0.5).add(
+        zoo.vectors(["negative"])[-3:].mul(0.5)).double().mean(0).float())
     assert torch.allclose(cs.vectors(["λ=0.00"]), zoo.vectors(["sepia"])[-3:])
     assert torch.allclose(cs.vectors(["λ=1.00"]), zoo.vectors(["negative"])[-3:])
     table, _ = continuous_generalisation(zoo, _gen_config(), pair=("sepia", "negative"),

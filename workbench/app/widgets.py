@@ -12,7 +12,9 @@ from IPython.display import clear_output, display
 from workbench.app.plots import accuracy_distribution, image_grid
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import interpolate_latent, interpolate_weights
+from workbench.systems.cond_pdiff.evaluation import zoo_evaluator
 from workbench.systems.cond_pdiff.style.evaluation import style_path
+from workbench.zoo.protocol import Condition
 
 __all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp", "StyleInterpolationApp"]
 
@@ -147,14 +149,15 @@ class TaskPromptApp(_App):
                  evaluator: Any = None) -> None:
 
         self.generator, self.zoo = generator, zoo
-        self.evaluator = evaluator or zoo.evaluator()
+        self.evaluator = evaluator or zoo_evaluator(zoo)
         self.n_examples = n_examples
-        names = [t.name for t in zoo.tasks]
-        start = zoo.config.task_table()[task or names[0]]
+        self.conditions = {c.name: c for c in zoo.conditions}  # seen, then unseen: the zoo interface's order
+        names = list(self.conditions)
+        start = self.conditions[task or names[0]]
         self.task = w.Dropdown(options=names, value=start.name, description="evaluate on")
         self.description = w.Text(value=start.description, description="task", layout=w.Layout(width="70%"))
-        self.example1 = w.Text(value=start.examples[0], description="example 1", layout=w.Layout(width="70%"))
-        self.example2 = w.Text(value=start.examples[1], description="example 2", layout=w.Layout(width="70%"))
+        self.example1 = w.Text(value=_example(start, 0), description="example 1", layout=w.Layout(width="70%"))
+        self.example2 = w.Text(value=_example(start, 1), description="example 2", layout=w.Layout(width="70%"))
         self.n = w.IntSlider(value=n, min=1, max=64, description="models")
         self.seed = w.IntText(value=0, description="seed")
         self.button = w.Button(description="Generate and evaluate", button_style="primary")
@@ -166,8 +169,9 @@ class TaskPromptApp(_App):
         self.nearest_seen: str | None = None
 
     def _prefill(self) -> None:
-        t = self.zoo.config.task_table()[self.task.value]
-        self.description.value, self.example1.value, self.example2.value = t.description, *t.examples
+        t = self.conditions[self.task.value]
+        self.description.value, self.example1.value, self.example2.value = t.description, _example(t, 0), \
+            _example(t, 1)
 
     def compute(self) -> pd.DataFrame:
         """Generate from the current text and evaluate on the chosen task; sets ``table`` and ``predictions``."""
@@ -199,6 +203,11 @@ class TaskPromptApp(_App):
 
         return w.VBox([self.task, self.description, self.example1, self.example2, w.HBox([self.n, self.seed]),
                        self.button, self.out])
+
+
+def _example(condition: Condition, i: int) -> str:
+    """A condition's i-th example text ("" where it has fewer)."""
+    return condition.examples[i] if i < len(condition.examples) else ""
 
 
 class StyleInterpolationApp(_App):

@@ -12,14 +12,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.params import ParamSpec
+from workbench.data import TaskData
 from workbench.evaluation.baselines import soup
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import nearest_neighbours
 from workbench.evaluation.tables import method_row
-from workbench.systems.cond_pdiff.generator import CondPDiff
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.zoo.protocol import Condition, ParameterZoo, condition_names
 
 __all__ = ["CondResult", "cond_evaluation", "cond_ablation", "summary", "distance_accuracy_frame",
-           "parameter_embedding_groups"]
+           "parameter_embedding_groups", "zoo_evaluator", "chance"]
 
 
 @dataclass
@@ -36,18 +39,29 @@ def _acc(ev: MemberEvaluator, vecs: torch.Tensor, data, split: str = "test") -> 
     return ev(vecs, x, y).accuracy
 
 
-def cond_evaluation(zoo, gen, *, n_samples: int = 20, seed: int = 0, sampler: str = "ddim",
+def zoo_evaluator(zoo: ParameterZoo) -> MemberEvaluator:
+    """One evaluator for every condition of a classification zoo (the model is shared; inputs differ by condition)."""
+    return MemberEvaluator(zoo.model(), zoo.spec, probe=zoo.data(condition_names(zoo)[0]).x_test[:4])
+
+
+def chance(data: TaskData) -> float:
+    """Majority-class accuracy (percent) on a test split."""
+    return float(100.0 * torch.bincount(data.y_test).max() / len(data.y_test))
+
+
+def cond_evaluation(zoo: ParameterZoo, gen: CondPDiff, *, n_samples: int = 20, seed: int = 0, sampler: str = "ddim",
                     steps: int | None = None, guidance_scale: float | None = None,
                     evaluator: MemberEvaluator | None = None, max_train: int = 1000,
                     swap_originals: int = 10) -> CondResult:
-    """Evaluate ``gen`` (a fitted :class:`CondPDiff`) on every task of ``zoo``.
+    """Evaluate ``gen`` (a fitted :class:`CondPDiff`) on every task of ``zoo``: its seen tasks, and (text
+    conditions) the zoo's unseen conditions.
 
     The swap check evaluates the weights generated for task i on the next seen task's test split (cyclic), where
     they should do badly if the condition is used; the originals' swap uses their last ``swap_originals``
     checkpoints. Selection by training accuracy uses the first ``max_train`` training examples (the splits are
     shuffled), which keeps the evaluation linear in the number of samples rather than in the training set."""
-    ev = evaluator or zoo.evaluator()
-    table = zoo.config.task_table()
+    ev = evaluator or zoo_evaluator(zoo)
+    table: dict[str, Condition] = {c.name: c for c in zoo.conditions}
     seen = list(gen.seen)
     samples: dict[str, torch.Tensor] = {}
     rows = []
@@ -69,11 +83,11 @@ def cond_evaluation(zoo, gen, *, n_samples: int = 20, seed: int = 0, sampler: st
                      "swap_task": other, "swap_generated_mean": float(np.mean(swap)),
                      "swap_original_mean": float(np.mean(_acc(ev, zoo.vectors([name])[-swap_originals:],
                                                                                zoo.data(other)))),
-                     "chance": zoo.chance(name)})
+                     "chance": chance(data)})
     unseen_rows = []
     all_soup = soup(zoo.vectors(seen))
     if gen.config.uses_text:
-        for i, name in enumerate(zoo.config.unseen):
+        for i, name in enumerate(n for n, c in table.items() if not c.seen):
             task, data = table[name], zoo.data(name)
             v = gen.sample(task, n_samples, seed=seed + 100 + i, sampler=sampler, steps=steps,
                            guidance_scale=guidance_scale)
@@ -86,7 +100,7 @@ def cond_evaluation(zoo, gen, *, n_samples: int = 20, seed: int = 0, sampler: st
             unseen_rows.append({
                 "task": name, "nearest_seen": near, "original_mean": float(orig.mean()),
                 "generated_mean": row["mean"], "generated_best": row["best"],
-                "selected_by_train": row["selected_by_train_test_acc"], "chance": zoo.chance(name),
+                "selected_by_train": row["selected_by_train_test_acc"], "chance": chance(data),
                 "all_seen_soup": float(_acc(ev, all_soup, data)[0]),
                 "nearest_seen_soup": float(_acc(ev, soup(zoo.vectors([near])), data)[0])})
     return CondResult(pd.DataFrame(rows).set_index("task"),
@@ -110,7 +124,7 @@ def summary(res: CondResult) -> dict[str, float]:
     return out
 
 
-def cond_ablation(zoo, config, variants: dict[str, dict], *, n_samples: int = 10, seed: int = 0,
+def cond_ablation(zoo: ParameterZoo, config: CondPDiffConfig, variants: dict[str, dict], *, n_samples: int = 10, seed: int = 0,
                   steps: int | None = None, checkpoints: int | None = None, cache_dir: str | Path | None = None,
                   progress: bool = False) -> pd.DataFrame:
     """Refit the conditional generator for each variant (fields of ``CondPDiffConfig``; ``pdiff`` fields under
@@ -134,27 +148,45 @@ def cond_ablation(zoo, config, variants: dict[str, dict], *, n_samples: int = 10
 
 
 class _LastK:
-    """A view of a LoRA zoo keeping only the last ``k`` checkpoints of every task (the ablation on their number)."""
+    """A view of a zoo keeping only the last ``k`` members of every condition (the ablation on the number of
+    checkpoints per task); the rest of the zoo interface is the zoo's own."""
 
-    def __init__(self, zoo, k: int) -> None:
+    def __init__(self, zoo: ParameterZoo, k: int) -> None:
         self._zoo, self.k = zoo, int(k)
 
-    def __getattr__(self, name):
-        return getattr(self._zoo, name)
+    @property
+    def spec(self) -> ParamSpec:
+        """The zoo's generated tensors."""
+        return self._zoo.spec
 
-    def vectors(self, tasks: Sequence[str] | None = None) -> torch.Tensor:
-        tasks = list(self._zoo.config.tasks if tasks is None else tasks)
-        return torch.cat([self._zoo.vectors([t])[-self.k:] for t in tasks])
+    @property
+    def conditions(self) -> list[Condition]:
+        """The zoo's conditions."""
+        return self._zoo.conditions
 
-    def accuracies(self, task: str) -> np.ndarray:
-        return self._zoo.accuracies(task)[-self.k:]
+    def model(self) -> torch.nn.Module:
+        """The zoo's network."""
+        return self._zoo.model()
+
+    def vectors(self, condition: str | Sequence[str] | None = None) -> torch.Tensor:
+        """The last ``k`` member vectors of each condition, condition after condition."""
+        return torch.cat([self._zoo.vectors([t])[-self.k:] for t in condition_names(self._zoo, condition)])
+
+    def data(self, condition: str | None = None) -> TaskData:
+        """The zoo's data of the condition."""
+        return self._zoo.data(condition)
+
+    def accuracies(self, condition: str | Sequence[str] | None = None, split: str = "test") -> np.ndarray:
+        """Stored accuracies of the last ``k`` members of each condition, in :meth:`vectors` order."""
+        return np.concatenate([self._zoo.accuracies(t, split)[-self.k:] for t in condition_names(self._zoo, condition)])
 
 
-def distance_accuracy_frame(zoo, res: CondResult, evaluator: MemberEvaluator | None = None) -> pd.DataFrame:
+def distance_accuracy_frame(zoo: ParameterZoo, res: CondResult, evaluator: MemberEvaluator | None = None
+                            ) -> pd.DataFrame:
     """Per generated model of a seen task: exact float64 L2 distance to the nearest original checkpoint of that
     task, and its test accuracy (Cond P-Diff Fig. 3f)."""
 
-    ev = evaluator or zoo.evaluator()
+    ev = evaluator or zoo_evaluator(zoo)
     rows = []
     for task in res.seen.index:
         gen, orig = res.samples[task], zoo.vectors([task])
@@ -165,7 +197,7 @@ def distance_accuracy_frame(zoo, res: CondResult, evaluator: MemberEvaluator | N
     return pd.DataFrame(rows)
 
 
-def parameter_embedding_groups(zoo, res: CondResult, per_task: int | None = None) -> dict[str, torch.Tensor]:
+def parameter_embedding_groups(zoo: ParameterZoo, res: CondResult, per_task: int | None = None) -> dict[str, torch.Tensor]:
     """Original and generated vectors per seen task, keyed "original · task" / "generated · task", for t-SNE."""
     groups = {}
     for task in res.seen.index:

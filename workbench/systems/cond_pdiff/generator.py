@@ -6,22 +6,28 @@ a text encoder, a one-hot code, or a learnable code. Condition dropout in traini
 at sampling (beyond the paper). For a task never seen in training, the condition comes from its text and the
 normalisation statistics from the seen task whose condition is nearest (cosine) — the only statistics there are.
 
-The vision setting conditions on a *style image* instead (``condition="style_image"``): the zoo provides each
-training style's reference image (``zoo.condition_images(names)``), a pretrained image encoder embeds it, and
+The vision setting conditions on a *style image* instead (``condition="style_image"``): each training condition
+carries its reference image (``Condition.image``), a pretrained image encoder embeds it, and
 :meth:`CondPDiff.sample_image` generates for any image, seen or not.
+
+Conditions come from the zoo interface only (:class:`workbench.zoo.protocol.Condition` via ``zoo.conditions``), so
+one generator serves every zoo family — tasks, styles, datasets, codes — and evaluations reach latents through the
+public :meth:`CondPDiff.encode` / :meth:`CondPDiff.decode` / :meth:`CondPDiff.interpolate_latent` /
+:meth:`CondPDiff.latents_to_vectors`, never through the p-diff core inside.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.diffusion import check_guidance_scale, check_num_samples
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, staged_directory
+from workbench.core.timing import Stopwatch
 from workbench.nn.encoders import (
     ImageEncoder,
     TextEncoder,
@@ -30,17 +36,18 @@ from workbench.nn.encoders import (
     make_text_encoder,
     one_hot,
 )
+from workbench.evaluation.memorisation import interpolate_latent
 from workbench.systems.pdiff.generator import PDiff, PDiffConfig, check_bundle, seal_bundle
-from workbench.zoo.lora.tasks import Task
+from workbench.zoo.protocol import Condition
 
 __all__ = ["CondPDiffConfig", "CondPDiff", "CONDITIONS", "fit_or_load_cond"]
 
 CONDITIONS = ("one_hot", "learnable", "description", "description+examples", "style_image")
-TASKS_FILE = "tasks.json"  # the seen + unseen task table, beside cond_pdiff.json: task names work after load
+TASKS_FILE = "tasks.json"  # every condition (seen, then unseen) as Condition dicts: names work after load
 
 
 @dataclass(frozen=True)
-class CondPDiffConfig:
+class CondPDiffConfig(JSONConfig, name="Cond P-Diff config", unknown_keys=NAMED_UNKNOWN_KEYS):
     """The conditional generator: a p-diff configuration plus how tasks are encoded."""
 
     pdiff: PDiffConfig = field(default_factory=lambda: PDiffConfig(normaliser="task"))
@@ -72,26 +79,10 @@ class CondPDiffConfig:
         """Whether conditions are encoder embeddings (text or image): the kinds that reach unseen tasks."""
         return self.uses_text or self.uses_image
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        d = asdict(self)
-        d["pdiff"] = self.pdiff.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CondPDiffConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        d = dict(d)
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown Cond P-Diff config keys {sorted(unknown)}")
-        if "pdiff" in d:
-            d["pdiff"] = PDiffConfig.from_dict(d["pdiff"])
-        return cls(**d)
-
 
 class CondPDiff:
-    """Fit on a LoRA zoo's seen tasks; sample LoRA + head vectors for any task (or free text)."""
+    """Fit on a zoo's seen conditions (tasks, styles, ...); sample parameter vectors for any condition (or free
+    text, or an image)."""
 
     def __init__(self, config: CondPDiffConfig | None = None, *, encoder: TextEncoder | None = None,
                  cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
@@ -104,7 +95,9 @@ class CondPDiff:
         self.pdiff = PDiff(self.config.pdiff, device=device)
         self.seen: list[str] = []
         self.seen_conditions: torch.Tensor | None = None  # (T, D) condition of every seen task
-        self.tasks: dict[str, Task] = {}  # every task the zoo names (seen, then unseen): sample(name) looks here
+        # every condition the zoo names (seen, then unseen), ``seen`` relative to this generator: sample(name) looks
+        # here; images are not kept across save/load (the seen ones live on as seen_conditions)
+        self.tasks: dict[str, Condition] = {}
         self.seconds: dict[str, float] = {}
 
     @property
@@ -126,50 +119,63 @@ class CondPDiff:
         if self.seen_conditions is None or self.pdiff.unet is None:
             raise RuntimeError("the generator is not fitted: call fit(zoo) or CondPDiff.load(directory)")
 
-    def resolve(self, task: Task | str) -> Task | str:
-        """A task given by name → its :class:`Task` (from the task table stored at fit time) for text conditions;
-        other conditions refer to seen tasks (styles) by name, so the name stays. Unknown names are a ValueError
-        listing the known ones."""
-        if isinstance(task, Task):
+    def _named(self, name: str) -> Condition:
+        """The stored condition of a name, or a bare one (name only) when the table does not hold it."""
+        if name in self.tasks:
+            return self.tasks[name]
+        return Condition(name=name, kind="style" if self.config.uses_image else "task", seen=name in self.seen)
+
+    def resolve(self, task: Condition | str | Any) -> Condition:
+        """A condition given by name → its :class:`Condition` (from the table stored at fit time); a Condition stays
+        as it is, and an object with ``name``/``description``/``examples`` (the old ``Task``) becomes one. Unknown
+        names are a ValueError listing the known ones."""
+        if isinstance(task, Condition):
             return task
         if not isinstance(task, str):
-            raise TypeError(f"a task is a Task or a task name (str), got {type(task).__name__}")
+            if isinstance(getattr(task, "name", None), str) and isinstance(getattr(task, "description", None), str):
+                # duck-typed: the LoRA zoos' Task (generators stay free of any zoo family's types)
+                return Condition(name=task.name, kind="task", seen=task.name in self.seen,
+                                 description=task.description, examples=tuple(getattr(task, "examples", ())))
+            raise TypeError(f"a task is a Condition, a Task or a task name (str), got {type(task).__name__}")
         if not task.strip():
-            raise ValueError("the task name is empty: pass a task name (e.g. 'even') or a Task; for a description "
-                             "of your own use sample_text()")
+            raise ValueError("the task name is empty: pass a task name (e.g. 'even') or a Condition; for a "
+                             "description of your own use sample_text()")
         if self.config.uses_image:
-            return task  # a seen style by name (condition() says when there is no stored image for it)
+            return self._named(task)  # a seen style by name (condition() says when there is no stored image for it)
         if self.config.uses_text:
             if task in self.tasks:
                 return self.tasks[task]
             if not self.tasks:
                 raise ValueError(f"task {task!r}: this generator stores no task table (saved before task tables "
-                                 f"were; seen tasks: {self.seen}): pass a Task (e.g. zoo.config.task_table()"
-                                 f"[{task!r}]) or sample_text(description), or re-fit and save it (saves now hold the table)")
+                                 f"were; seen tasks: {self.seen}): pass a Task or a Condition (e.g. from "
+                                 "zoo.conditions) or sample_text(description), or re-fit and save it (saves now hold "
+                                 "the table)")
         elif task in self.seen or task in self.tasks:
-            return task  # one-hot / learnable: condition() refuses unseen tasks with its own message
+            return self._named(task)  # one-hot / learnable: condition() refuses unseen tasks with its own message
         unseen = [n for n in self.tasks if n not in self.seen]
         raise ValueError(f"unknown task {task!r}: known tasks are {self.seen} (seen) and {unseen} (unseen); "
                          "for a task of your own use sample_text(description, examples)")
 
-    def text_of(self, task: Task) -> str:
-        """The text a task is conditioned on."""
+    def text_of(self, task: Condition | Any) -> str:
+        """The text a condition is conditioned on (its description, with its examples for
+        ``description+examples``)."""
+        task = self.resolve(task)
         if not task.description.strip():
             raise ValueError(f"task {task.name!r} has an empty description: a text condition needs a sentence "
                              "describing the task, e.g. 'Is the digit even?'")
         return task.text(with_examples=self.config.condition == "description+examples")
 
-    def condition(self, tasks: Sequence[Task | str]) -> torch.Tensor:
-        """Condition rows for tasks (Task objects or task names): text embeddings, one-hot rows or learnable-table
-        ids (seen tasks only for the last two); for image conditions, the stored embeddings of seen styles (by
-        name)."""
-        if isinstance(tasks, (str, Task)):
+    def condition(self, tasks: Sequence[Condition | str | Any]) -> torch.Tensor:
+        """Condition rows for tasks (Conditions, task names or Task objects): text embeddings, one-hot rows or
+        learnable-table ids (seen tasks only for the last two); for image conditions, the stored embeddings of seen
+        styles (by name)."""
+        if isinstance(tasks, (str, Condition)) or hasattr(tasks, "name"):
             raise TypeError("condition() takes a list of tasks; wrap a single task in a list")
         c = self.config.condition
         tasks = [self.resolve(t) for t in tasks]
         if self.config.uses_text:
             return self.encoder.encode([self.text_of(t) for t in tasks])
-        names = [t if isinstance(t, str) else t.name for t in tasks]
+        names = [t.name for t in tasks]
         if self.config.uses_image:
             missing = [n for n in names if n not in self.seen]
             if missing:
@@ -195,24 +201,33 @@ class CondPDiff:
                                                                                           dim=-1).T
         return [self.seen[int(i)] for i in sim.argmax(1)]
 
+    def _encode_images(self, conditions: Sequence[Condition]) -> torch.Tensor:
+        """Image-encoder rows of conditions that carry an image (a style's reference)."""
+        missing = [c.name for c in conditions if c.image is None]
+        if missing:
+            raise ValueError(f"the conditions {missing} carry no image (Condition.image): a style_image generator "
+                             "trains on conditions with reference images")
+        return self.image_encoder.encode(torch.stack([c.image for c in conditions]))
+
     # -- fitting -------------------------------------------------------------------------------------
-    def fit(self, zoo, *, run_dir: str | Path | None = None, progress: bool = True,
+    def fit(self, zoo: Any, *, run_dir: str | Path | None = None, progress: bool = True,
             tasks: Sequence[str] | None = None) -> "CondPDiff":
-        """Fit the task-normalised autoencoder and the conditional latent diffusion on the zoo's seen tasks
-        (or ``tasks``, a subset of them)."""
-        t0 = time.perf_counter()
-        self.seen = list(tasks if tasks is not None else zoo.config.tasks)
+        """Fit the task-normalised autoencoder and the conditional latent diffusion on the zoo's seen conditions
+        (``zoo.conditions`` with ``seen``), or on ``tasks``, names of some of its conditions."""
+        watch = Stopwatch()
+        known = {c.name: c for c in zoo.conditions}
+        self.seen = list(tasks) if tasks is not None else [n for n, c in known.items() if c.seen]
+        unknown = [t for t in self.seen if t not in known]
+        if unknown or not self.seen:
+            raise ValueError(f"fit on the zoo's conditions {list(known)}: got {self.seen or 'none'}"
+                             f"{f' ({unknown} unknown)' if unknown else ''}")
         vectors = zoo.vectors(self.seen)
         ids = torch.cat([torch.full((len(zoo.vectors([t])),), i) for i, t in enumerate(self.seen)])
-        # zoos of styles (image conditions) have no task table; some (ContinuousStyles) have no config at all
-        zoo_config = getattr(zoo, "config", None)
-        table = zoo_config.task_table() if hasattr(zoo_config, "task_table") else {}
-        known = dict.fromkeys([*self.seen, *getattr(zoo_config, "tasks", ()), *getattr(zoo_config, "unseen", ())])
-        self.tasks = {t: table[t] for t in known if t in table}
-        if self.config.uses_image:
-            self.seen_conditions = self.image_encoder.encode(zoo.condition_images(self.seen))
-        else:
-            self.seen_conditions = self.condition([table[t] for t in self.seen])
+        # seen relative to this generator (a subset fit leaves the zoo's other conditions unseen), seen ones first
+        order = [*self.seen, *(n for n in known if n not in self.seen)]
+        self.tasks = {n: _with_seen(known[n], n in self.seen) for n in order}
+        seen = [self.tasks[t] for t in self.seen]
+        self.seen_conditions = self._encode_images(seen) if self.config.uses_image else self.condition(seen)
         cond = self.seen_conditions[ids]
         rd = Path(run_dir) if run_dir is not None else None
         self.pdiff.fit_autoencoder(vectors, groups=ids, run_dir=rd, progress=progress)
@@ -223,8 +238,48 @@ class CondPDiff:
                                  cond_dropout=self.config.cond_dropout,
                                  null_cond=self._null(cond.shape[1]) if self.config.cond_dropout else None,
                                  run_dir=rd, progress=progress)
-        self.seconds = {**self.pdiff.seconds, "total": time.perf_counter() - t0}
+        self.seconds = {**self.pdiff.seconds, "total": watch.total}
         return self
+
+    # -- latents: what evaluations may use instead of the p-diff core --------------------------------
+    def stats_groups(self, tasks: Sequence[str | Condition | None]) -> torch.Tensor | None:
+        """Per row, the seen task whose normalisation statistics apply (None for normalisers without per-task
+        statistics); with task normalisation every name must be a seen task."""
+        if self.config.pdiff.normaliser != "task":
+            return None
+        names = [t.name if isinstance(t, Condition) else t for t in tasks]
+        if any(n is None for n in names):
+            raise ValueError("task-normalised generators need the seen task names whose statistics apply "
+                             f"(one of {self.seen}) to encode, decode or interpolate latents")
+        unknown = [n for n in names if n not in self.seen]
+        if unknown:
+            raise ValueError(f"{unknown} have no normalisation statistics: name seen tasks ({self.seen})")
+        return torch.as_tensor([self.seen.index(n) for n in names])
+
+    def encode(self, vectors: torch.Tensor, task: str | Condition | None = None) -> torch.Tensor:
+        """Parameter vectors (N, P) of one seen task → autoencoder latents, with that task's statistics."""
+        self._check_fitted()
+        groups = self.stats_groups([task])
+        return self.pdiff.encode(vectors, None if groups is None else groups.expand(len(vectors)))
+
+    def decode(self, latents: torch.Tensor, task: str | Condition | None = None) -> torch.Tensor:
+        """Autoencoder latents → parameter vectors, un-normalised with one seen task's statistics."""
+        self._check_fitted()
+        groups = self.stats_groups([task])
+        return self.pdiff.decode(latents, None if groups is None else groups.expand(len(latents)))
+
+    def latents_to_vectors(self, z: torch.Tensor, task: str | Condition | None = None) -> torch.Tensor:
+        """Standardised diffusion latents (e.g. a trajectory state's ``xt``) → parameter vectors of one seen task."""
+        self._check_fitted()
+        return self.pdiff.latents_to_vectors(z, self.stats_groups([task]))
+
+    def interpolate_latent(self, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
+                           tasks: tuple[str, str] | None = None) -> torch.Tensor:
+        """Encode two vectors (each with its own task's statistics, ``tasks``), interpolate their latents linearly
+        and decode (un-normalising with the statistics interpolated by the same λ)."""
+        self._check_fitted()
+        groups = self.stats_groups(list(tasks) if tasks is not None else [None, None])
+        return interpolate_latent(self.pdiff, v1, v2, lambdas, None if groups is None else tuple(groups.tolist()))
 
     # -- sampling ------------------------------------------------------------------------------------
     def _conditioning(self, cond_row: torch.Tensor, n: int, guidance_scale: float | None) -> dict[str, Any]:
@@ -251,14 +306,15 @@ class CondPDiff:
         groups = torch.full((n,), self.seen.index(stats_task))
         return self.pdiff.sample(n, sampler=sampler, steps=steps, seed=seed, groups=groups, **conditioning)
 
-    def sample(self, task: Task | str, n: int, *, seed: int = 0, sampler: str = "ddim", steps: int | None = None,
-               guidance_scale: float | None = None) -> torch.Tensor:
-        """``n`` parameter vectors for ``task``: a Task or a task name (seen or unseen, from the zoo's task table;
-        a seen style by name for image conditions). ``steps``: DDIM's (default 50); DDPM runs all T steps."""
+    def sample(self, task: Condition | str | Any, n: int, *, seed: int = 0, sampler: str = "ddim",
+               steps: int | None = None, guidance_scale: float | None = None) -> torch.Tensor:
+        """``n`` parameter vectors for ``task``: a Condition, a task name (seen or unseen, from the zoo's conditions
+        stored at fit time; a seen style by name for image conditions) or a Task. ``steps``: DDIM's (default 50);
+        DDPM runs all T steps."""
         check_num_samples(n)
         self._check_fitted()
         task = self.resolve(task)
-        name = task if isinstance(task, str) else task.name
+        name = task.name
         cond = self.condition([task])
         stats = name if name in self.seen else self.nearest_seen(cond)[0]
         return self._sample(cond[0], stats, n, seed=seed, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
@@ -300,7 +356,7 @@ class CondPDiff:
         check_num_samples(n)
         self._check_fitted()
         # the same text format as the training tasks' conditions
-        task = Task("free text", description, tuple(examples), ((0,), (1,)))
+        task = Condition(name="free text", kind="task", seen=False, description=description, examples=tuple(examples))
         cond = self.encoder.encode([self.text_of(task)])
         near = self.nearest_seen(cond)[0]
         return self._sample(cond[0], near, n, seed=seed, sampler=sampler, steps=steps,
@@ -308,8 +364,9 @@ class CondPDiff:
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """p-diff weights and normalisers, plus the seen tasks and their conditions (safetensors, JSON): staged and
-        published whole, ``cond_pdiff.json`` (with every file's sha256) last — complete or not at all."""
+        """p-diff weights and normalisers, the seen tasks and their condition rows, and every condition as a
+        Condition dict (safetensors, JSON): staged and published whole, ``cond_pdiff.json`` (with every file's
+        sha256) last — complete or not at all."""
         self._check_fitted()
         with staged_directory(directory, "cond_pdiff.json") as stage:
             self.pdiff.write_bundle(stage)
@@ -338,21 +395,29 @@ class CondPDiff:
         self.pdiff = PDiff.load(d)
         self.seen = meta.get("seen")
         conds = load_tensors(d / "seen_conditions.safetensors").get("conditions")
-        self.tasks = self._load_tasks(d)
+        self.tasks = self._load_tasks(d, self.seen if isinstance(self.seen, list) else [])
         self._check_saved(meta_path, conds)
         self.seen_conditions = conds
         self.seconds = meta.get("seconds", {})
         return self
 
     @staticmethod
-    def _load_tasks(d: Path) -> dict[str, Task]:
-        """The task table saved beside cond_pdiff.json ({} for a generator saved before tables were saved)."""
+    def _load_tasks(d: Path, seen: list[str]) -> dict[str, Condition]:
+        """The condition table saved beside cond_pdiff.json ({} for a generator saved before tables were saved).
+        Rows are Condition dicts, or the Task dicts (name, description, examples, classes) older saves wrote."""
         path = d / TASKS_FILE
         if not path.exists():
             return {}
         try:
-            tasks = [Task.from_dict(t) for t in read_json(path)["tasks"]]
-        except (KeyError, TypeError, AttributeError) as e:
+            rows = read_json(path)["tasks"]
+            # both formats carry a description: a row without one is not a condition (Condition.from_dict is lenient)
+            bad = [r for r in rows if not isinstance(r, dict) or "description" not in r]
+            if bad:
+                raise KeyError(f"rows without a description: {bad[:2]}")
+            # Task dicts have no "seen": it is what this generator trained on
+            tasks = [Condition.from_dict(r) if "seen" in r else _with_seen(Condition.from_dict(r), r["name"] in seen)
+                     for r in rows]
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path} is not a task table ({type(e).__name__}: {e}): the saved generator is "
                              "inconsistent — re-save it (CondPDiff.save) or re-fit") from None
         table = {t.name: t for t in tasks}
@@ -396,7 +461,12 @@ class CondPDiff:
                              f"{meta_path.parent / TASKS_FILE}{bad}")
 
 
-def fit_or_load_cond(zoo, config: CondPDiffConfig, directory: str | Path, *, cache_dir: str | Path | None = None,
+def _with_seen(c: Condition, seen: bool) -> Condition:
+    """The condition with ``seen`` as a generator saw it."""
+    return c if c.seen == seen else replace(c, seen=seen)
+
+
+def fit_or_load_cond(zoo: Any, config: CondPDiffConfig, directory: str | Path, *, cache_dir: str | Path | None = None,
                      progress: bool = True) -> CondPDiff:
     """Load the conditional generator saved in ``directory`` if it matches ``config``; else fit and save."""
     d = Path(directory)

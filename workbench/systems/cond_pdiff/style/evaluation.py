@@ -4,8 +4,8 @@ interpolation in weight and latent space, the style-continuous generalisation te
 Metrics (FID needs Inception weights that are not offline): *style distance* — relative Gram-matrix distance in
 pretrained EfficientNet-Lite0 features to the style's reference (the exact filtered content for algorithmic styles,
 the style image otherwise); *content preservation* — SSIM and PSNR to the content; *PSNR to the exact algorithmic
-target* where one exists. Baselines: the original LoRA checkpoints, their soup per style, and the base network
-without LoRA (the paper's "no-LoRA").
+target* where one exists. Baselines: the original LoRA checkpoints, their soup per style (the float64 weight average
+of :func:`workbench.evaluation.baselines.soup`), and the base network without LoRA (the paper's "no-LoRA").
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from workbench.evaluation.memorisation import interpolate_latent, interpolate_weights
-from workbench.systems.cond_pdiff.generator import CondPDiff
+from workbench.core.params import ParamSpec
+from workbench.data import TaskData
+from workbench.evaluation.baselines import soup
+from workbench.evaluation.memorisation import interpolate_weights
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 from workbench.systems.cond_pdiff.style.features import gram_distance, psnr, ssim
 from workbench.systems.cond_pdiff.style.images import ALGORITHMIC_STYLES
 from workbench.systems.cond_pdiff.style.zoo import StyleZoo
+from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["StyleResult", "style_metrics", "style_evaluation", "summary", "interpolation_frame",
            "monotonic_fraction", "style_path", "ContinuousStyles", "continuous_generalisation", "style_trajectory",
@@ -60,7 +64,7 @@ def _pick(n_total: int, k: int) -> torch.Tensor:
     return torch.linspace(0, n_total - 1, min(k, n_total)).round().long()
 
 
-def style_evaluation(zoo: StyleZoo, gen, *, n_samples: int = 8, n_original: int = 8, seed: int = 0,
+def style_evaluation(zoo: StyleZoo, gen: CondPDiff, *, n_samples: int = 8, n_original: int = 8, seed: int = 0,
                      steps: int = 50, progress: bool = False) -> StyleResult:
     """Every style: original checkpoints (``n_original`` evenly spaced), their soup, ``n_samples`` generated LoRAs
     conditioned on the style's reference image, and the no-LoRA base network."""
@@ -70,7 +74,7 @@ def style_evaluation(zoo: StyleZoo, gen, *, n_samples: int = 8, n_original: int 
     for i, style in enumerate(tqdm(zoo.styles, desc="styles", disable=not progress)):
         orig = zoo.vectors([style])
         generated[style] = gen.sample(style, n_samples, seed=seed + i, steps=steps)
-        sets = {"original": orig[_pick(len(orig), n_original)], "soup": orig.mean(0, keepdim=True),
+        sets = {"original": orig[_pick(len(orig), n_original)], "soup": soup(orig),
                 "generated": generated[style]}
         for method, vecs in sets.items():
             rows.append({"style": style, "method": method, **style_metrics(zoo, style, zoo.apply(vecs))})
@@ -90,19 +94,14 @@ def summary(res: StyleResult) -> dict[str, dict[str, float]]:
 
 
 # -- interpolation -------------------------------------------------------------------------------------------------
-def interpolate_style_latent(gen, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
+def interpolate_style_latent(gen: CondPDiff, v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
                              styles: tuple[str, str] | None = None) -> torch.Tensor:
     """Interpolate two style vectors in the generator's AE latent space and decode (with per-task normalisation
     each end keeps its own style's statistics, so ``styles`` must name them)."""
-    groups = None
-    if gen.config.pdiff.normaliser == "task":
-        if styles is None:
-            raise ValueError("task-normalised generators need the two styles' names to interpolate latents")
-        groups = (gen.seen.index(styles[0]), gen.seen.index(styles[1]))
-    return interpolate_latent(gen.pdiff, v1, v2, lambdas, groups)
+    return gen.interpolate_latent(v1, v2, lambdas, styles)
 
 
-def style_path(gen, styles: tuple[str, str], v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
+def style_path(gen: CondPDiff, styles: tuple[str, str], v1: torch.Tensor, v2: torch.Tensor, lambdas: Sequence[float],
                space: str) -> torch.Tensor:
     """Vectors along λ between two style LoRAs, in ``space`` "weight" (θ(λ) = (1 − λ) θ₁ + λ θ₂) or "latent"."""
     if space == "weight":
@@ -112,7 +111,7 @@ def style_path(gen, styles: tuple[str, str], v1: torch.Tensor, v2: torch.Tensor,
     raise ValueError(f"space must be 'weight' or 'latent', got {space!r}")
 
 
-def interpolation_frame(zoo: StyleZoo, gen, pairs: Sequence[tuple[str, str]], vectors: dict[str, torch.Tensor],
+def interpolation_frame(zoo: StyleZoo, gen: CondPDiff, pairs: Sequence[tuple[str, str]], vectors: dict[str, torch.Tensor],
                         lambdas: Sequence[float], *, spaces: Sequence[str] = ("weight", "latent"),
                         content: torch.Tensor | None = None) -> tuple[pd.DataFrame, dict]:
     """Style distances to both ends along θ(λ) for every pair, space and content image.
@@ -169,16 +168,22 @@ def monotonic_fraction(frame: pd.DataFrame, tolerance: float = 0.02, by: Sequenc
 class ContinuousStyles:
     """A style-continuous zoo: for each λ on a grid, the checkpoints of two styles interpolated pairwise,
     θ_λ = (1 − λ) θ_A + λ θ_B, with the soup's output on the reference patch as the λ's condition image and its
-    output on the evaluation patches as the λ's reference."""
+    output on the evaluation patches as the λ's reference. A zoo (:class:`workbench.zoo.protocol.ParameterZoo`) whose
+    conditions are the λs, the ``heldout`` ones unseen."""
 
-    def __init__(self, zoo: StyleZoo, pair: tuple[str, str], lambdas: Sequence[float], per_lambda: int = 20) -> None:
+    def __init__(self, zoo: StyleZoo, pair: tuple[str, str], lambdas: Sequence[float], per_lambda: int = 20,
+                 heldout: Sequence[float] = ()) -> None:
         self.zoo, self.pair = zoo, tuple(pair)
         self.lambdas = [round(float(x), 4) for x in lambdas]
+        self.heldout = {round(float(h), 4) for h in heldout}
+        unknown = self.heldout - set(self.lambdas)
+        if unknown:
+            raise ValueError(f"held-out λs {sorted(unknown)} are not on the grid {self.lambdas}")
         va, vb = zoo.vectors([pair[0]]), zoo.vectors([pair[1]])
         k = min(per_lambda, len(va), len(vb))
         va, vb = va[-k:], vb[-k:]
         self._vectors = {self.name(lam): (1 - lam) * va + lam * vb for lam in self.lambdas}
-        soups = torch.stack([v.mean(0) for v in self._vectors.values()])
+        soups = torch.cat([soup(v) for v in self._vectors.values()])
         self._condition = zoo.apply(soups, zoo.reference_content[None])[:, 0]
         self._reference = zoo.apply(soups)  # (L, N, 3, H, W)
 
@@ -187,9 +192,35 @@ class ContinuousStyles:
         """The task name of one λ."""
         return f"λ={lam:.2f}"
 
-    def vectors(self, names: Sequence[str]) -> torch.Tensor:
-        """Checkpoint vectors of the named λs."""
-        return torch.cat([self._vectors[n] for n in names])
+    @property
+    def spec(self) -> ParamSpec:
+        """The style zoo's generated tensors."""
+        return self.zoo.spec
+
+    @property
+    def conditions(self) -> list[Condition]:
+        """One style condition per λ (its condition image attached): the training λs, then the held-out ones."""
+        a, b = self.pair
+        conds = [Condition(name=self.name(lam), kind="style", seen=lam not in self.heldout,
+                           description=f"{a} → {b} at λ = {lam:.2f}", image=self._condition[i])
+                 for i, lam in enumerate(self.lambdas)]
+        return [c for c in conds if c.seen] + [c for c in conds if not c.seen]
+
+    def model(self) -> torch.nn.Module:
+        """The style zoo's adapted base network."""
+        return self.zoo.model()
+
+    def vectors(self, condition: str | Sequence[str] | None = None) -> torch.Tensor:
+        """Checkpoint vectors of the named λs (default: the training λs), λ after λ."""
+        return torch.cat([self._vectors[n] for n in condition_names(self, condition)])
+
+    def data(self, condition: str | None = None) -> TaskData:
+        """Not a classification zoo (see :meth:`StyleZoo.data`)."""
+        return self.zoo.data(condition)
+
+    def accuracies(self, condition: str | None = None, split: str = "test") -> np.ndarray:
+        """Not a classification zoo (see :meth:`StyleZoo.accuracies`)."""
+        return self.zoo.accuracies(condition, split)
 
     def condition_images(self, names: Sequence[str]) -> torch.Tensor:
         """Condition images of the named λs."""
@@ -200,8 +231,8 @@ class ContinuousStyles:
         return [self.name(x) for x in self.lambdas].index(name)
 
     def soup(self, name: str) -> torch.Tensor:
-        """The mean vector of one λ."""
-        return self._vectors[name].mean(0)
+        """The mean vector (float64 average) of one λ."""
+        return soup(self._vectors[name])[0]
 
     def distance(self, name: str, images: torch.Tensor) -> torch.Tensor:
         """Style distance of stylised evaluation patches (V, N, 3, H, W) to the λ's reference, per vector."""
@@ -211,19 +242,15 @@ class ContinuousStyles:
                                                                                                    ).mean(1)
 
 
-def continuous_generalisation(zoo: StyleZoo, config, *, pair: tuple[str, str], lambdas: Sequence[float],
+def continuous_generalisation(zoo: StyleZoo, config: CondPDiffConfig, *, pair: tuple[str, str], lambdas: Sequence[float],
                               heldout: Sequence[float], per_lambda: int = 20, n_samples: int = 4, seed: int = 0,
-                              steps: int = 50, progress: bool = False) -> tuple[pd.DataFrame, "object"]:
+                              steps: int = 50, progress: bool = False) -> tuple[pd.DataFrame, CondPDiff]:
     """Fit a style-image-conditioned generator on the training λs, condition on the held-out λs' images, and
     compare each λ's generated LoRAs with the soup of the nearest training λ (both against the λ's reference)."""
 
-    cs = ContinuousStyles(zoo, pair, lambdas, per_lambda)
-    held = {round(float(h), 4) for h in heldout}
-    unknown = held - set(cs.lambdas)
-    if unknown:
-        raise ValueError(f"held-out λs {sorted(unknown)} are not on the grid {cs.lambdas}")
-    train = [cs.name(x) for x in cs.lambdas if x not in held]
-    gen = CondPDiff(config).fit(cs, tasks=train, progress=progress)
+    cs = ContinuousStyles(zoo, pair, lambdas, per_lambda, heldout)
+    held = cs.heldout
+    gen = CondPDiff(config).fit(cs, progress=progress)  # on the seen (training) λs
     rows = []
     for i, lam in enumerate(cs.lambdas):
         name = cs.name(lam)
@@ -237,14 +264,11 @@ def continuous_generalisation(zoo: StyleZoo, config, *, pair: tuple[str, str], l
 
 
 # -- diffusion trajectories ---------------------------------------------------------------------------------------
-def style_trajectory(zoo: StyleZoo, gen, style: str, *, n: int = 3, steps: int = 50, seed: int = 0, every: int = 5
+def style_trajectory(zoo: StyleZoo, gen: CondPDiff, style: str, *, n: int = 3, steps: int = 50, seed: int = 0, every: int = 5
                      ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Decoded vectors along the DDIM trajectories of ``n`` seeds conditioned on ``style``: their style distance
     per step, and 2-D PCA coordinates (fitted on all original checkpoints) of the trajectories and of the style's
     originals. Returns (trajectory frame: seed, step, t, x, y, style_distance), originals' xy, per-step summary."""
-    groups = None
-    if gen.config.pdiff.normaliser == "task":
-        groups = torch.full((1,), gen.seen.index(style))
     allv = zoo.vectors()
     mean = allv.mean(0)
     _, _, vt = torch.linalg.svd(allv - mean, full_matrices=False)
@@ -255,7 +279,7 @@ def style_trajectory(zoo: StyleZoo, gen, style: str, *, n: int = 3, steps: int =
         for k, st in enumerate(gen.condition_trajectory(cond, 1, seed=seed + s, steps=steps)):
             if k % every and k != steps - 1:
                 continue
-            v = gen.pdiff.latents_to_vectors(st.xt.clone(), groups)
+            v = gen.latents_to_vectors(st.xt.clone(), style)
             xy = proj(v)[0]
             d = float(zoo.style_distance(style, zoo.apply(v)[0], zoo.eval_content).mean())
             rows.append({"seed": seed + s, "step": k + 1, "t": int(st.t), "x": float(xy[0]), "y": float(xy[1]),
@@ -278,7 +302,7 @@ def gallery(zoo: StyleZoo, res: StyleResult, content_index: int = 0, n_generated
     for s in zoo.styles:
         orig = zoo.vectors([s])
         target = zoo.target(s, c)
-        vecs = torch.cat([orig[-1:], orig.mean(0, keepdim=True), res.generated[s][:n_generated]])
+        vecs = torch.cat([orig[-1:], soup(orig), res.generated[s][:n_generated]])
         out = zoo.apply(vecs, c)[:, 0]
         rows.append(torch.stack([zoo.reference(s), target[0] if target is not None else torch.full_like(c[0], 0.5),
                                  c[0], no_lora, *out]))

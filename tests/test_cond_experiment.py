@@ -1,0 +1,64 @@
+"""The experiment functions of Cond P-Diff (notebook 05 / ``bench cond``) and of the style setting (notebook 06 /
+``bench style``): the seed reaches every stream, seed 0 leaves the preset's configs as they are, and the preset
+helpers give both callers the same inputs."""
+
+from dataclasses import replace
+
+import golden
+import pytest
+import torch
+
+from workbench.app.presets import load_preset
+from workbench.core.train_loop import LoopConfig
+from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
+from workbench.systems.cond_pdiff.experiment import cond_experiment, seeded_config, seeded_dir, seeded_zoo_config
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.pdiff.generator import PDiffConfig
+
+
+def test_seed_zero_leaves_configs_and_directories_alone(tmp_path):
+    cfg = load_preset("ci").cond_config()
+    zcfg = golden.TINY_LORA
+    assert seeded_config(cfg, 0) is cfg and seeded_zoo_config(zcfg, 0) is zcfg and seeded_dir(tmp_path / "z", 0) == \
+        tmp_path / "z"
+    s = seeded_config(cfg, 3)
+    assert s.pdiff.diffusion_train.seed == cfg.pdiff.diffusion_train.seed + 3
+    assert s.pdiff.ae_train.seed == cfg.pdiff.ae_train.seed + 3
+    assert replace(s, pdiff=cfg.pdiff) == cfg  # nothing else moves
+    assert seeded_zoo_config(zcfg, 3).seed == zcfg.seed + 3 and seeded_zoo_config(zcfg, 3).data_seed == zcfg.data_seed
+    assert seeded_dir(tmp_path / "z", 3) == tmp_path / "z-seed3"
+
+
+def test_preset_inputs_are_the_benchmark_and_notebook_inputs():
+    p = load_preset("ci")
+    inputs = p.cond_inputs()
+    assert inputs["zoo_config"] == p.lora_zoo("lora_digits") and inputs["config"] == p.cond_config()
+    assert inputs["n_samples"] == p.generator_settings("cond_pdiff")["n_samples"] and inputs["ablation"]
+    assert p.cond_inputs(p.bench["cond"])["n_samples"] == p.bench["cond"]["n_samples"]
+    st = p.style_inputs()
+    assert st["config"] == p.style_config() and st["settings"] is p.generator_settings("style")
+
+
+TINY_COND = CondPDiffConfig(pdiff=PDiffConfig(normaliser="task", autoencoder="pca", pca_components=8,
+                                              latent_channels=1, unet_channels=16,
+                                              diffusion_train=LoopConfig(steps=40, batch_size=16, lr=2e-3)))
+
+
+@pytest.mark.slow
+def test_cond_experiment_equals_the_pipeline_and_seeds_move_it(tmp_path):
+    cache = tmp_path / "cache"
+    ex = cond_experiment(golden.TINY_LORA, TINY_COND, tmp_path / "zoo", tmp_path / "gen", n_samples=3,
+                         cache_dir=cache)
+    assert set(ex["seconds"]) == {"zoo", "fit", "evaluate", "total"} and ex["guidance"] is None
+    # the same figures as the pipeline written out by hand (and the saved generator loads back unchanged)
+    gen = CondPDiff.load(tmp_path / "gen", cache_dir=cache)
+    assert summary(cond_evaluation(ex["zoo"], gen, n_samples=3)) == ex["summary"]
+    again = cond_experiment(golden.TINY_LORA, TINY_COND, tmp_path / "zoo", tmp_path / "gen", n_samples=3,
+                            cache_dir=cache)
+    assert again["summary"] == ex["summary"]
+    other = cond_experiment(golden.TINY_LORA, TINY_COND, tmp_path / "zoo", tmp_path / "gen", n_samples=3,
+                            seed=1, cache_dir=cache)
+    assert (tmp_path / "zoo-seed1").is_dir() and (tmp_path / "gen-seed1" / "cond_pdiff.json").exists()
+    assert not torch.equal(other["zoo"].vectors(["even"]), ex["zoo"].vectors(["even"]))  # the zoo stream
+    assert other["config"].pdiff.diffusion_train.seed == 1  # the training stream
+    assert other["summary"] != ex["summary"]
