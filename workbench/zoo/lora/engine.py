@@ -126,6 +126,14 @@ def read_timings(root: Path) -> dict[str, float]:
     return read_json(root / "timings.json") if (root / "timings.json").exists() else {}
 
 
+def read_condition(root: Path, folder: str, stem: str, kind: str, name: str) -> dict[str, torch.Tensor]:
+    """One condition's stored checkpoints (``vectors``, and ``loss`` where kept), verified against the checksum
+    recorded when the file was committed: a damaged or swapped file is refused, naming the condition."""
+    rel = f"{folder}/{stem}.safetensors"
+    verify_checksum(root, rel, f"the checkpoints of {kind} {name!r}")
+    return load_tensors(root / rel)
+
+
 def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, spec: ParamSpec, *,
                        trainable: Collection[str], init: Callable[[int, str], None],
                        loss: Callable[[int, str], LossFn],
@@ -147,8 +155,7 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
     for i, name in enumerate(tqdm(conditions, desc=folder, disable=not progress)):
         rel = f"{folder}/{file_stem(name)}.safetensors"
         if (root / rel).exists():  # resume: a condition's file is written atomically once it is complete
-            verify_checksum(root, rel, f"the checkpoints of {kind} {name!r}")
-            stored = load_tensors(root / rel)
+            stored = read_condition(root, folder, file_stem(name), kind, name)
         else:
             model.load_state_dict(base_state)
             t1 = time.perf_counter()

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
-from workbench.core.io import load_tensors, read_json, save_tensors, verify_checksum
+from workbench.core.io import load_tensors, read_json, save_tensors
 from workbench.core.params import ParamSpec
 from workbench.data import DatasetInfo, TaskData, load_dataset
 from workbench.evaluation.evaluate import MemberEvaluator
@@ -30,6 +30,7 @@ from workbench.zoo.lora.backbone import adapted_tail, backbone_features, build_b
 from workbench.zoo.lora.engine import (
     LossFn,
     collect_conditions,
+    read_condition,
     head_name,
     read_timings,
     reset_lora,
@@ -218,8 +219,7 @@ class LoRAZoo:
         out = []
         for t in condition_names(self, condition):
             if t not in self._vectors:
-                verify_checksum(self.root, f"tasks/{t}.safetensors", f"the checkpoints of task {t!r}")
-                self._vectors[t] = load_tensors(self.root / "tasks" / f"{t}.safetensors")["vectors"]
+                self._vectors[t] = read_condition(self.root, "tasks", t, "task", t)["vectors"]
             out.append(self._vectors[t])
         return torch.cat(out)
 

@@ -31,7 +31,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
-from workbench.core.io import load_tensors, read_json, save_tensors, verify_checksum
+from workbench.core.io import load_tensors, read_json, save_tensors
 from workbench.core.params import ParamSpec, check_finite
 from workbench.data import photo_patches
 from workbench.systems.cond_pdiff.style.features import StyleFeatures, gram_distance
@@ -42,7 +42,7 @@ from workbench.systems.cond_pdiff.style.images import (
     style_target,
 )
 from workbench.systems.cond_pdiff.style.network import StyleNet, StyleNetConfig
-from workbench.zoo.lora.engine import LossFn, collect_conditions, read_timings, reset_lora, start_zoo
+from workbench.zoo.lora.engine import LossFn, collect_conditions, read_condition, read_timings, reset_lora, start_zoo
 from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["StyleZooConfig", "StyleZoo", "collect_style_zoo"]
@@ -207,8 +207,7 @@ class StyleZoo:
         out = []
         for s in condition_names(self, condition):
             if s not in self._vectors:
-                verify_checksum(self.root, f"styles/{_file(s)}.safetensors", f"the checkpoints of style {s!r}")
-                self._vectors[s] = load_tensors(self.root / "styles" / f"{_file(s)}.safetensors")["vectors"]
+                self._vectors[s] = read_condition(self.root, "styles", _file(s), "style", s)["vectors"]
             out.append(self._vectors[s])
         return torch.cat(out)
 
