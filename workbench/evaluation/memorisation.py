@@ -11,6 +11,7 @@ import torch
 
 from workbench.evaluation.baselines import finetuned_members, noise_added, per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
+from workbench.zoo.protocol import ParameterZoo, check_zoo
 
 
 def median(t: torch.Tensor) -> float:
@@ -225,11 +226,11 @@ class MemorisationResult:
         return list(self.__dict__)
 
 
-def memorisation_analysis(zoo, generator, *, n_samples: int = 100, steps: int = 50, seed: int = 0,
+def memorisation_analysis(zoo: ParameterZoo, generator, *, n_samples: int = 100, steps: int = 50, seed: int = 0,
                           noise_sigma: float = 0.05, finetune_steps: int = 10, threshold: float | None = None
                           ) -> MemorisationResult:
     """Sample, build every baseline, evaluate, and measure novelty in prediction space (IoU) and weight space (L2)."""
-
+    check_zoo(zoo)
     data = zoo.data()
     ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
     orig = zoo.vectors()

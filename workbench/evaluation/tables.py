@@ -10,6 +10,7 @@ import torch
 
 from workbench.evaluation.baselines import finetuned_members, noise_added, per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
+from workbench.zoo.protocol import ParameterZoo, check_zoo
 
 # ---------------------------------------------------------------------------------------------
 # The evaluation harness: one table for generated models, the originals and the baselines
@@ -27,14 +28,14 @@ def method_row(name: str, train: EvalResult, test: EvalResult, original_mean: fl
 
 
 
-def evaluation_table(zoo, generated: dict[str, torch.Tensor], *, baselines: bool = True, seed: int = 0,
+def evaluation_table(zoo: ParameterZoo, generated: dict[str, torch.Tensor], *, baselines: bool = True, seed: int = 0,
                      finetune_steps: int = 10, finetune_n: int | None = None, noise_sigmas=(0.01, 0.05, 0.1),
                      gaussian_n: int | None = None, evaluator: MemberEvaluator | None = None,
                      ) -> tuple[pd.DataFrame, dict[str, tuple[EvalResult, EvalResult]]]:
     """Rows: original, each generated set, and (optionally) soup, noise σ, per-position Gaussian, fine-tuned.
 
     Returns the table (accuracies in percent) and, per method, the (train, test) results for later analysis."""
-
+    check_zoo(zoo)
     data = zoo.data()
     orig = zoo.vectors()
     ev = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)

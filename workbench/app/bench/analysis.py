@@ -3,31 +3,22 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 from workbench.app.presets import load_preset, preset_folder
 from workbench.app.report import REPO
-from workbench.evaluation.memorisation import memorisation_analysis
-from workbench.systems.pdiff.generator import fit_or_load
-from workbench.zoo import collect
+from workbench.systems.pdiff.experiment import memorisation_experiment
 
 
 def bench_analysis(preset: str) -> dict[str, Any]:
-    """Memorisation figures for the preset's p-diff generator (fitted or loaded from runs/<preset>)."""
-
-
-    t_all = time.perf_counter()
+    """Memorisation figures for the preset's p-diff generator (fitted or loaded from runs/<preset>): the experiment
+    of notebook 04 (:func:`~workbench.systems.pdiff.experiment.memorisation_experiment`)."""
     p = load_preset(preset)
     settings = p.bench.get("analysis", {})
     key = settings.get("zoo", "mlp_dense")
-    run = REPO / "runs" / preset_folder(preset)
-    zoo = collect(p.zoo(key), run / "zoos" / key, progress=False, base_cache=run / "bases")
-    gen = fit_or_load(zoo, p.pdiff_config(), Path(run) / "generators" / "pdiff" / key, progress=False)
-    t0 = time.perf_counter()
-    a = memorisation_analysis(zoo, gen, n_samples=int(settings.get("n_samples", 100)), seed=0)
-    t_analysis = time.perf_counter() - t0
+    run = memorisation_experiment(key, p.zoo(key), p.pdiff_config(), REPO / "runs" / preset_folder(preset),
+                                  n_samples=int(settings.get("n_samples", 100)), seed=0)
+    a, zoo = run.analysis, run.zoo
     iou = a.iou
     r = lambda v: round(float(v), 4)  # noqa: E731
     return {
@@ -48,6 +39,6 @@ def bench_analysis(preset: str) -> dict[str, Any]:
         "l2_original_to_nearest_other_median": r(a.l2_nearest_median["original"]),
         "l2_gaussian_to_nearest_median": r(a.l2_nearest_median["gaussian"]),
         "cosine_generated_to_nearest_median": float(a.cosine_generated_median),
-        "seconds_analysis": round(t_analysis, 2),
-        "seconds_total": round(time.perf_counter() - t_all, 2),
+        "seconds_analysis": round(run.seconds["analysis"], 2),
+        "seconds_total": round(run.seconds["total"], 2),
     }

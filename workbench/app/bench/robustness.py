@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
@@ -12,6 +11,7 @@ from workbench.app.report import REPO
 from workbench.app.robustness import run_matrix, summarise
 from workbench.app.robustness.fixtures import Fixtures
 from workbench.core.io import atomic_write_csv
+from workbench.core.timing import Stopwatch
 
 __all__ = ["bench_robustness"]
 
@@ -23,13 +23,13 @@ def bench_robustness(preset: str) -> dict[str, Any]:
     used: the matrix builds its own seconds-sized fixtures."""
 
 
-    t0 = time.perf_counter()
+    watch = Stopwatch()
     fx = Fixtures()
     try:
         results = run_matrix(fx, progress=False)
     finally:
         fx.cleanup()
-    out = summarise(results, time.perf_counter() - t0)
+    out = summarise(results, watch.total)
     table = pd.DataFrame([{"case": r.name, "group": r.group, "outcome": r.outcome, "seconds": round(r.seconds, 2),
                            "detail": r.detail[:300]} for r in results])
     atomic_write_csv(REPO / "runs" / "robustness" / "cases.csv", table)

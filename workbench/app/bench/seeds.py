@@ -4,52 +4,31 @@
 from __future__ import annotations
 
 import tempfile
-import time
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from workbench.app.presets import load_preset
-from workbench.systems.pdiff.generator import PDiff
-from workbench.systems.pdiff.seeds import seeds_evaluation
-from workbench.zoo import collect
+from workbench.systems.pdiff.experiment import seeds_experiment
 
 
 def bench_seeds(preset: str) -> dict[str, Any]:
-    """Entire models from independent seeds: zoo, generator with and without alignment, baselines, novelty."""
-
-
+    """Entire models from independent seeds: zoo, generator with and without alignment, baselines, novelty — the
+    experiment of notebook 03's second part (:func:`~workbench.systems.pdiff.experiment.seeds_experiment`) in a
+    fresh root."""
     p = load_preset(preset)
     settings = p.bench.get("seeds", {})
     key = settings.get("zoo", "mlp_seeds")
     n = int(settings.get("n_samples", 100))
     sampler = settings.get("sampler", "ddpm")  # DDIM's deterministic path leaves the zoo's span here (see README)
     steps = int(settings.get("steps", 50))
-    cfg = p.pdiff_config("seeds")
-    seconds: dict[str, float] = {}
-    t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        zoo = collect(p.zoo(key), Path(tmp) / "zoo", progress=False)
-        seconds["zoo"] = time.perf_counter() - t0
-        samples = {}
-        for name, c in (("aligned", cfg), ("unaligned", replace(cfg, align="none"))):
-            t0 = time.perf_counter()
-            gen = PDiff(c).fit(zoo, progress=False)
-            seconds[f"fit_{name}"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            # DDPM always runs all T steps: the step count is DDIM's only
-            samples[name] = gen.sample(n, sampler=sampler, steps=steps if sampler == "ddim" else None, seed=0)
-            seconds[f"sample_{name}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        res = seeds_evaluation(zoo, samples, reference=cfg.align_reference, seed=0)
-        seconds["evaluate"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - t_all
+        run = seeds_experiment(key, p.zoo(key), p.pdiff_config("seeds"), tmp, n_samples=n, sampler=sampler,
+                               steps=steps, seed=0)
+    res, seconds = run.result, run.seconds
     t, nov = res.table, res.novelty
     r = lambda v: round(float(v), 3)  # noqa: E731
     r4 = lambda v: round(float(v), 4)  # noqa: E731
     return {
-        "preset": preset, "zoo": key, "n_members": len(zoo), "n_samples": n,
+        "preset": preset, "zoo": key, "n_members": len(run.zoo), "n_samples": n,
         "sampler": sampler if sampler == "ddpm" else f"ddim-{steps}",
         "original_mean": r(t.loc["original", "mean"]), "original_best": r(t.loc["original", "best"]),
         "generated_mean": r(t.loc["generated (aligned)", "mean"]),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 
 from workbench.app.presets import load_preset
 from workbench.core.params import ParamSpec
+from workbench.core.timing import Stopwatch
 from workbench.evaluation.evaluate import evaluate
 from workbench.nn.architectures import build_model
 from workbench.zoo.training import TrainConfig, init_members, mlp_train_flops, train_loop, train_vectorized
@@ -26,11 +26,11 @@ def matmul_peak_gflops(sizes: tuple[int, ...] = (512, 1024, 2048), seconds: floa
         a, b = torch.randn(n, n), torch.randn(n, n)
         for _ in range(2):
             a @ b
-        reps, t0 = 0, time.perf_counter()
+        reps, watch = 0, Stopwatch()
         while True:
             a @ b
             reps += 1
-            dt = time.perf_counter() - t0
+            dt = watch.total
             if dt > seconds and reps >= 3:
                 break
         best = max(best, 2 * n ** 3 * reps / dt / 1e9)
@@ -55,18 +55,18 @@ def bench_zoo(preset: str) -> dict[str, Any]:
     train_vectorized(zcfg.arch, init_members(zcfg.arch, seeds[:4]), data.x_train[:512], data.y_train[:512],
                      TrainConfig(**{**train.to_dict(), "epochs": 1}))
 
-    t0 = time.perf_counter()
+    watch = Stopwatch()
     loop_states = []
-    for s in seeds[:loop_members]:
-        m = build_model(zcfg.arch, seed=s)
-        train_loop(m, data.x_train, data.y_train, train)
-        loop_states.append(m.state_dict())
-    t_loop = time.perf_counter() - t0
+    with watch("loop"):
+        for s in seeds[:loop_members]:
+            m = build_model(zcfg.arch, seed=s)
+            train_loop(m, data.x_train, data.y_train, train)
+            loop_states.append(m.state_dict())
 
     init = init_members(zcfg.arch, seeds)
-    t0 = time.perf_counter()
-    states, _ = train_vectorized(zcfg.arch, init, data.x_train, data.y_train, train)
-    t_vec = time.perf_counter() - t0
+    with watch("vectorized"):
+        states, _ = train_vectorized(zcfg.arch, init, data.x_train, data.y_train, train)
+    t_loop, t_vec = watch.seconds["loop"], watch.seconds["vectorized"]
     peak = max(peak_before, matmul_peak_gflops())
 
     flops_member = mlp_train_flops(zcfg.arch, train.epochs * len(data.y_train)) if zcfg.arch.name == "mlp3" else float("nan")
@@ -97,5 +97,5 @@ def bench_zoo(preset: str) -> dict[str, Any]:
         "max_abs_acc_diff_loop_vs_vectorized": round(float(np.max(np.abs(acc_loop - acc_vec))), 3),
         "max_abs_weight_diff_loop_vs_vectorized": float((vec - loop_vec).abs().max()),
         "threads": torch.get_num_threads(),
-        "seconds": {"loop": round(t_loop, 2), "vectorized": round(t_vec, 2)},
+        "seconds": watch.rounded(total=False),
     }

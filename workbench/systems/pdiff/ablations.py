@@ -12,8 +12,9 @@ import torch
 
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import max_iou_to, median, nearest_neighbours
-from workbench.systems.pdiff.generator import PDiff, data_fingerprint
-from workbench.zoo import collect
+from workbench.systems.pdiff.generator import PDiff, PDiffConfig, data_fingerprint
+from workbench.zoo import ZooConfig, collect
+from workbench.zoo.protocol import ParameterZoo
 
 __all__ = ["noise_augmentation_ablation", "training_size_ablation", "noise_generation_ablation", "depth_ablation",
            "ablation_config"]
@@ -21,8 +22,9 @@ __all__ = ["noise_augmentation_ablation", "training_size_ablation", "noise_gener
 NOISE_VARIANTS = {"none": (0.0, 0.0), "input only": (None, 0.0), "latent only": (0.0, None), "both": (None, None)}
 
 
-def noise_augmentation_ablation(zoo, config, *, steps: int | None = None, perturb: float = 0.1, seed: int = 0,
-                                run_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
+def noise_augmentation_ablation(zoo: ParameterZoo, config: PDiffConfig, *, steps: int | None = None,
+                                perturb: float = 0.1, seed: int = 0, run_dir: str | Path | None = None,
+                                progress: bool = False) -> pd.DataFrame:
     """Train the p-diff autoencoder with no / input / latent / both noise augmentations.
 
     Columns: reconstruction accuracy of the zoo, and accuracy of models decoded from latents perturbed by
@@ -90,8 +92,9 @@ def ablation_config(config, steps: tuple[int, int] | None):
                    diffusion_train=replace(config.diffusion_train, steps=steps[1]))
 
 
-def training_size_ablation(zoo, config, *, ks=(1, 10, 50, 200), n_samples: int = 50, seed: int = 0,
-                           steps: tuple[int, int] | None = None, cache_dir: str | Path | None = None) -> pd.DataFrame:
+def training_size_ablation(zoo: ParameterZoo, config: PDiffConfig, *, ks=(1, 10, 50, 200), n_samples: int = 50,
+                           seed: int = 0, steps: tuple[int, int] | None = None, cache_dir: str | Path | None = None
+                           ) -> pd.DataFrame:
     """Generators fitted on K evenly spaced members: stability (best/mean/median) and novelty vs K.
 
     K = 1 duplicates the single member (a generator needs two rows to fit its statistics)."""
@@ -109,8 +112,9 @@ def training_size_ablation(zoo, config, *, ks=(1, 10, 50, 200), n_samples: int =
     return pd.DataFrame(rows).set_index("K")
 
 
-def noise_generation_ablation(zoo, config, *, n_samples: int = 50, seed: int = 0, steps: tuple[int, int] | None = None,
-                              cache_dir: str | Path | None = None) -> pd.DataFrame:
+def noise_generation_ablation(zoo: ParameterZoo, config: PDiffConfig, *, n_samples: int = 50, seed: int = 0,
+                              steps: tuple[int, int] | None = None, cache_dir: str | Path | None = None
+                              ) -> pd.DataFrame:
     """Whole generators (AE + diffusion) trained with none / input / latent / both noise augmentations."""
     base = ablation_config(config, steps)
     data, orig = zoo.data(), zoo.vectors()
@@ -126,8 +130,8 @@ def noise_generation_ablation(zoo, config, *, n_samples: int = 50, seed: int = 0
     return pd.DataFrame(rows).set_index("variant")
 
 
-def depth_ablation(zoo_config, config, selections: dict[str, tuple[str, ...]], run_dir: str | Path, *,
-                   n_samples: int = 50, seed: int = 0, steps: tuple[int, int] | None = None,
+def depth_ablation(zoo_config: ZooConfig, config: PDiffConfig, selections: dict[str, tuple[str, ...]],
+                   run_dir: str | Path, *, n_samples: int = 50, seed: int = 0, steps: tuple[int, int] | None = None,
                    max_len: int = 1024) -> pd.DataFrame:
     """Which layers are generated: one dense-checkpoint zoo per selection (same base model), one generator each.
 

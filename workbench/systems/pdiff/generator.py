@@ -11,14 +11,15 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 
-from workbench.core.config import build
+from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -39,13 +40,14 @@ from workbench.core.io import (
     staged_directory,
 )
 from workbench.core.normalise import Normaliser, PositionNormaliser, load_normaliser, make_normaliser
-from workbench.core.params import check_finite
+from workbench.core.params import ParamSpec, check_finite
 from workbench.core.train_loop import LoopConfig, RunDirMismatchError, read_history, train_module
 from workbench.nn.autoencoder import AEConfig, ParamAutoencoder
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from workbench.nn.pca import PCAAutoencoder
 from workbench.nn.unet1d import UNet1D, UNetConfig
 from workbench.systems.pdiff.alignment import ZooAlignment, align_zoo
+from workbench.zoo.protocol import ParameterZoo, check_zoo
 
 __all__ = ["PDiffConfig", "PDiff", "fit_or_load", "GeneratorLoadError", "data_fingerprint", "check_bundle",
            "seal_bundle"]
@@ -97,7 +99,7 @@ def seal_bundle(stage: Path, meta: dict, marker: str, skip: tuple[str, ...] = ("
 
 
 @dataclass(frozen=True)
-class PDiffConfig:
+class PDiffConfig(JSONConfig, name="p-diff config", unknown_keys=NAMED_UNKNOWN_KEYS):
     """Everything that defines a p-diff generator (saved as JSON beside its weights)."""
 
     normaliser: str = "position"
@@ -131,23 +133,6 @@ class PDiffConfig:
                                      ("denoiser", self.denoiser, ("unet", "mlp"))):
             if value not in allowed:
                 raise ValueError(f"p-diff config {name}={value!r}: use one of {allowed}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view."""
-        d = asdict(self)
-        d["ae_channels"], d["unet_mults"] = list(self.ae_channels), list(self.unet_mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PDiffConfig":
-        """Inverse of :meth:`to_dict`; unknown keys and values of the wrong type (nested ones too) are an error."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a p-diff config is a JSON object, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown p-diff config keys {sorted(unknown)}; valid keys: "
-                             f"{sorted(f.name for f in fields(cls))}")
-        return build(cls, d, "p-diff config")
 
     def ae_config(self, in_dim: int) -> AEConfig:
         """The autoencoder for vectors of length ``in_dim``."""
@@ -200,15 +185,22 @@ class PDiff:
         self.fingerprint: str | None = None  # sha256 of what fit() trained on (see data_fingerprint)
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, zoo_or_vectors: Any, spec: Any = None, *, model: torch.nn.Module | None = None,
-            run_dir: str | Path | None = None, progress: bool = True) -> "PDiff":
+    def fit(self, zoo_or_vectors: ParameterZoo | torch.Tensor, spec: ParamSpec | None = None, *,
+            model: torch.nn.Module | None = None, run_dir: str | Path | None = None, progress: bool = True) -> "PDiff":
         """Train the autoencoder, then the latent diffusion model; resumes stages found in ``run_dir``.
 
+        ``zoo_or_vectors``: an (N, P) tensor (or array) of member vectors, or any zoo implementing
+        :class:`~workbench.zoo.protocol.ParameterZoo` (its seen members; its spec and model unless given).
         With ``align='weight_matching'`` the members are first permuted onto the reference member (``model`` — or
         the zoo's — gives the architecture); generated vectors then live in that member's frame."""
-        is_zoo = hasattr(zoo_or_vectors, "vectors")
-        vectors = zoo_or_vectors.vectors() if is_zoo else torch.as_tensor(zoo_or_vectors)
-        spec = spec if spec is not None else (zoo_or_vectors.spec if is_zoo else None)
+        zoo = None
+        if isinstance(zoo_or_vectors, (torch.Tensor, np.ndarray)):
+            vectors = torch.as_tensor(zoo_or_vectors)
+        else:
+            check_zoo(zoo_or_vectors, "p-diff's training data (a tensor of member vectors, or a zoo)")
+            zoo = zoo_or_vectors
+            vectors = zoo.vectors()
+            spec = spec if spec is not None else zoo.spec
         if vectors.ndim != 2 or len(vectors) < 2:
             raise ValueError(f"p-diff needs an (N >= 2, P) matrix of member vectors, got {tuple(vectors.shape)}")
         if spec is not None and vectors.shape[1] != spec.numel:
@@ -217,8 +209,9 @@ class PDiff:
         self.fingerprint = data_fingerprint(vectors, config=self.config.to_dict())
         if run_dir is not None:
             self.claim_run_dir(run_dir, self.fingerprint, len(vectors))
-        vectors = self.align(vectors, spec, model if model is not None else
-                             (zoo_or_vectors.model() if is_zoo else None))
+        if model is None and zoo is not None and self.config.align != "none":
+            model = zoo.model()  # only alignment needs the architecture
+        vectors = self.align(vectors, spec, model)
         self.fit_autoencoder(vectors, run_dir=run_dir, progress=progress)
         self.fit_diffusion(run_dir=run_dir, progress=progress, vectors=vectors)
         return self
@@ -452,16 +445,18 @@ class PDiff:
         return self
 
 
-def fit_or_load(zoo, config: PDiffConfig, directory: str | Path, *, progress: bool = True) -> PDiff:
+def fit_or_load(zoo: ParameterZoo, config: PDiffConfig, directory: str | Path, *, progress: bool = True) -> PDiff:
     """Load the generator saved in ``directory`` if it matches ``config``; otherwise fit (resuming) and save."""
+    check_zoo(zoo)
     d = Path(directory)
     if (d / "pdiff.json").exists() and read_json(d / "pdiff.json").get("config") == config.to_dict():
         gen = PDiff.load(d)
         expected = data_fingerprint(zoo.vectors(), config=config.to_dict())
         if gen.fingerprint not in (None, expected):
-            raise RunDirMismatchError(f"{d} holds a generator fitted on other data than zoo {zoo.root}; use another "
-                                      "directory, or delete it to re-fit")
+            names = ", ".join(c.name for c in zoo.conditions if c.seen)
+            raise RunDirMismatchError(f"{d} holds a generator fitted on other data than this zoo's members "
+                                      f"({names}); use another directory, or delete it to re-fit")
         return gen
-    gen = PDiff(config).fit(zoo, zoo.spec, model=zoo.model(), run_dir=d / "checkpoints", progress=progress)
+    gen = PDiff(config).fit(zoo, run_dir=d / "checkpoints", progress=progress)
     gen.save(d)
     return gen

@@ -15,6 +15,7 @@ from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.memorisation import interpolation_accuracy, max_iou_to, median
 from workbench.evaluation.tables import evaluation_table, method_row
 from workbench.systems.pdiff.alignment import align_zoo
+from workbench.zoo.protocol import ParameterZoo, check_zoo
 
 __all__ = ["SeedsResult", "seeds_evaluation", "interpolation_barriers"]
 
@@ -53,13 +54,14 @@ def interpolation_barriers(evaluator: MemberEvaluator, data, vectors: torch.Tens
     return pd.DataFrame(rows).set_index("pair"), pd.DataFrame(curve_rows)
 
 
-def seeds_evaluation(zoo, generated: Mapping[str, torch.Tensor], *, reference: int = 0, seed: int = 0,
+def seeds_evaluation(zoo: ParameterZoo, generated: Mapping[str, torch.Tensor], *, reference: int = 0, seed: int = 0,
                      n_pairs: int = 8, noise_sigmas=(0.1, 0.3, 0.5), evaluator: MemberEvaluator | None = None
                      ) -> SeedsResult:
     """Evaluate generated entire models against the originals and the before/after-alignment baselines.
 
     ``generated`` maps a name (e.g. "aligned", "unaligned") to sampled vectors. Noise σ is relative to each
     tensor's std, as in :func:`workbench.evaluation.baselines.noise_added`."""
+    check_zoo(zoo)
     data = zoo.data()
     orig = zoo.vectors()
     ev = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)

@@ -1,0 +1,108 @@
+"""The p-diff experiments shared by notebooks 02–04 and the benchmarks: seeds, resuming, the zoo interface."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.app.robustness.fixtures import DENSE, SEEDS
+from workbench.core.params import ParamSpec
+from workbench.core.train_loop import LoopConfig
+from workbench.evaluation.tables import evaluation_table
+from workbench.nn.architectures import build_model
+from workbench.systems.pdiff.experiment import (
+    pdiff_experiment,
+    sampler_arguments,
+    seeded_name,
+    seeded_pdiff_config,
+    seeded_zoo_config,
+)
+from workbench.systems.pdiff.generator import PDiff, PDiffConfig
+from workbench.zoo.protocol import Condition
+
+TINY = PDiffConfig(ae_channels=(8, 8), latent_channels=2, unet_channels=8, unet_mults=(1, 2),
+                   ae_train=LoopConfig(steps=20, batch_size=6), diffusion_train=LoopConfig(steps=20, batch_size=6))
+
+
+def test_seed_zero_changes_nothing_and_other_seeds_move_every_stream():
+    assert seeded_zoo_config(DENSE, 0) is DENSE and seeded_pdiff_config(TINY, 0) is TINY
+    assert seeded_name("mlp_dense", 0) == "mlp_dense" and seeded_name("mlp_dense", 2) == "mlp_dense_seed2"
+    assert seeded_zoo_config(DENSE, 1).seed == DENSE.seed + 1
+    moved = seeded_pdiff_config(TINY, 3)
+    assert (moved.ae_train.seed, moved.diffusion_train.seed) == (TINY.ae_train.seed + 3, TINY.diffusion_train.seed + 3)
+    # independent seeds: the members of two runs never share an initialisation seed
+    members = [set(range(c.seed, c.seed + c.n_members)) for c in (seeded_zoo_config(SEEDS, s) for s in range(3))]
+    assert not (members[0] & members[1]) and not (members[1] & members[2])
+
+
+def test_sampler_names():
+    assert sampler_arguments("ddpm") == {"sampler": "ddpm"}
+    assert sampler_arguments("ddim-20") == {"sampler": "ddim", "steps": 20}
+    assert sampler_arguments("ddim") == {"sampler": "ddim", "steps": None}
+    for bad in ("ddpm-10", "ddim-x", "euler"):
+        with pytest.raises(ValueError, match="unknown sampler"):
+            sampler_arguments(bad)
+
+
+class ArrayZoo:
+    """A zoo of one's own: nothing but the members of the interface (no root, no config, no len)."""
+
+    def __init__(self, vectors: torch.Tensor, model: torch.nn.Module, spec: ParamSpec) -> None:
+        self._vectors, self._model, self.spec = vectors, model, spec
+
+    @property
+    def conditions(self) -> list[Condition]:
+        return [Condition("mine")]
+
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    def vectors(self, condition=None) -> torch.Tensor:
+        return self._vectors
+
+    def data(self, condition=None):
+        raise NotImplementedError
+
+    def accuracies(self, condition=None, split="test") -> np.ndarray:
+        return np.zeros(len(self._vectors))
+
+
+def test_fit_takes_any_zoo_of_the_interface_or_a_tensor():
+    model = build_model(DENSE.arch, seed=0)
+    spec = ParamSpec.select(model, ("fc3.*",))
+    vectors = spec.flatten(model.state_dict())[None] + 0.01 * torch.randn(8, spec.numel, generator=torch.Generator()
+                                                                         .manual_seed(0))
+    from_zoo = PDiff(TINY).fit(ArrayZoo(vectors, model, spec), progress=False)
+    from_tensor = PDiff(TINY).fit(vectors, progress=False)
+    torch.testing.assert_close(from_zoo.sample(3, seed=1), from_tensor.sample(3, seed=1), rtol=0, atol=0)
+    whole = ParamSpec.select(model)
+    members = torch.stack([whole.flatten(build_model(DENSE.arch, seed=s).state_dict()) for s in range(4)])
+    aligned = PDiff(replace(TINY, align="weight_matching", autoencoder="pca", denoiser="mlp", mlp_hidden=16)).fit(
+        ArrayZoo(members, model, whole), progress=False)
+    assert aligned.alignment is not None  # the zoo's model gave alignment its architecture
+
+
+def test_fit_names_what_a_non_zoo_lacks():
+    with pytest.raises(TypeError, match=r"zoo interface.*missing \['spec', 'conditions', 'model', 'data'"):
+        PDiff(TINY).fit(type("Half", (), {"vectors": lambda self: torch.zeros(4, 3)})(), progress=False)
+    with pytest.raises(TypeError, match="zoo interface"):
+        evaluation_table(object(), {})
+
+
+@pytest.mark.slow
+def test_pdiff_experiment_resumes_and_seeds_move_samples(tmp_path):
+    """Notebook and benchmark: the same function; a resumed run (generator loaded) gives the same figures."""
+    kw = dict(n_samples=5, samplers=("ddim-10",), evaluate=False)
+    first = pdiff_experiment("tiny", DENSE, TINY, tmp_path, **kw)
+    again = pdiff_experiment("tiny", DENSE, TINY, tmp_path, **kw)
+    assert first.directory == tmp_path / "generators" / "pdiff" / "tiny" and (first.directory / "pdiff.json").exists()
+    assert torch.equal(first.samples["ddim-10"], again.samples["ddim-10"])
+    np.testing.assert_array_equal(first.reconstruction.accuracy, again.reconstruction.accuracy)
+    other = pdiff_experiment("tiny", DENSE, TINY, tmp_path, seed=1, **kw)
+    assert other.zoo.root == tmp_path / "zoos" / "tiny_seed1" and other.zoo.config.seed == DENSE.seed + 1
+    assert not torch.equal(other.zoo.vectors(), first.zoo.vectors())
+    assert not torch.equal(other.samples["ddim-10"], first.samples["ddim-10"])
+    # draw: the first n of a larger batch
+    drawn = pdiff_experiment("tiny", DENSE, TINY, tmp_path, draw=7, **kw)
+    assert len(drawn.samples["ddim-10"]) == 5
