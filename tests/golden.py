@@ -13,9 +13,9 @@ from typing import Any
 from workbench.app.presets import load_preset
 from workbench.core.train_loop import LoopConfig
 from workbench.evaluation.tables import evaluation_table
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load
 from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig, fit_or_load
 from workbench.systems.pdiff.seeds import seeds_evaluation
 from workbench.zoo import collect
 from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo

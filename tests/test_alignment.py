@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from workbench.core.params import ParamSpec
-from workbench.systems.pdiff.alignment import (
+from workbench.generator.alignment import (
     align_vectors,
     apply_permutation,
     permutation_spec,

@@ -90,7 +90,7 @@ def test_interpolation_endpoints_and_embeddings():
 @pytest.fixture(scope="module")
 def ci_pdiff(tmp_path_factory):
     from workbench.app.presets import load_preset
-    from workbench.systems.pdiff.generator import fit_or_load
+    from workbench.generator.latent_diffusion import fit_or_load
     from workbench.zoo import collect
 
     root = tmp_path_factory.mktemp("analysis")

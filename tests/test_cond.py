@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.core.train_loop import LoopConfig
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.nn.encoders import MiniLMTextEncoder, check_condition_image, one_hot
 from workbench.systems.cond_pdiff.evaluation import _LastK
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
-from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo.lora.tasks import DIGIT_TASKS, LoRAZoo, LoRAZooConfig, collect_lora_zoo
 from workbench.zoo.protocol import check_zoo
 

@@ -10,10 +10,15 @@ import torch
 
 from workbench.app.presets import load_preset
 from workbench.core.train_loop import LoopConfig
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
-from workbench.systems.cond_pdiff.experiment import cond_experiment, seeded_config, seeded_dir, seeded_zoo_config
+from workbench.systems.cond_pdiff.experiment import (
+    cond_experiment,
+    seeded_config,
+    seeded_dir,
+    seeded_zoo_config,
+)
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
-from workbench.systems.pdiff.generator import PDiffConfig
 
 
 def test_seed_zero_leaves_configs_and_directories_alone(tmp_path):

@@ -14,6 +14,7 @@ from workbench.app.presets import load_preset
 from workbench.core.config import JSONConfig, to_json
 from workbench.core.diffusion import ScheduleConfig
 from workbench.core.train_loop import LoopConfig
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.nn.architectures import ArchConfig
 from workbench.nn.autoencoder import AEConfig
 from workbench.nn.mlp_denoiser import MLPDenoiserConfig
@@ -21,7 +22,6 @@ from workbench.nn.unet1d import UNetConfig
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
 from workbench.systems.cond_pdiff.style.network import StyleNetConfig
 from workbench.systems.cond_pdiff.style.zoo import StyleZooConfig
-from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo.config import DataConfig, ZooConfig
 from workbench.zoo.lora.tasks import LoRAZooConfig
 from workbench.zoo.lora.text import TextLoRAZooConfig

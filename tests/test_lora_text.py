@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from workbench.core.train_loop import LoopConfig
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
-from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo.lora.text import TextLoRAZooConfig, collect_text_lora_zoo, read_jsonl_task
 
 GOOD, BAD = ["great", "lovely", "superb", "fine"], ["awful", "boring", "dull", "poor"]

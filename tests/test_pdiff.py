@@ -8,7 +8,7 @@ import torch
 
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.tables import method_row, verdict
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig
 
 # Bands (see tests/bands.md for the measured spread each one is derived from).
 BANDS = {"original_mean": (88.5, 92.5), "generated_minus_original": (-1.5, None), "within_1pt": (0.85, None)}

@@ -10,6 +10,7 @@ from workbench.app.robustness.fixtures import DENSE, SEEDS
 from workbench.core.params import ParamSpec
 from workbench.core.train_loop import LoopConfig
 from workbench.evaluation.tables import evaluation_table
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig
 from workbench.nn.architectures import build_model
 from workbench.systems.pdiff.experiment import (
     pdiff_experiment,
@@ -18,7 +19,6 @@ from workbench.systems.pdiff.experiment import (
     seeded_pdiff_config,
     seeded_zoo_config,
 )
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig
 from workbench.zoo.protocol import Condition
 
 TINY = PDiffConfig(ae_channels=(8, 8), latent_channels=2, unet_channels=8, unet_mults=(1, 2),

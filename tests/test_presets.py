@@ -7,8 +7,8 @@ import pytest
 from workbench.app.bench import BENCHMARKS
 from workbench.app.presets import available_presets, load_preset, merge_presets, preset_file, preset_folder
 from workbench.core.paths import check_output_dir, safe_name
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
-from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo import ZooConfig
 
 BUNDLED = ["ci", "default", "glue", "resnet-bn"]

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.app.presets import load_preset
+from workbench.generator.alignment import ZooAlignment, align_zoo
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from workbench.nn.pca import PCAAutoencoder
-from workbench.systems.pdiff.alignment import ZooAlignment, align_zoo
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig
 
 # Bands (see tests/bands.md for the measured spread each one is derived from).
 # Not asserted: aligned generator − unaligned generator. Over 15 runs it spans −11.7 … +22.3 points (a 16-seed zoo

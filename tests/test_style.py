@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.core.train_loop import LoopConfig
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 from workbench.systems.cond_pdiff.style.evaluation import (
     ContinuousStyles,
@@ -23,7 +24,6 @@ from workbench.systems.cond_pdiff.style.features import gram_distance, psnr, ssi
 from workbench.systems.cond_pdiff.style.images import ALGORITHMIC_STYLES, style_image, style_target
 from workbench.systems.cond_pdiff.style.network import StyleNetConfig
 from workbench.systems.cond_pdiff.style.zoo import StyleZoo, StyleZooConfig, collect_style_zoo
-from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo.protocol import check_zoo
 
 TINY = StyleZooConfig(name="tiny", styles=("sepia", "negative", "gram:stripes"), base=StyleNetConfig(channels=8, depth=4),

@@ -1,10 +1,10 @@
 """The zoo interface (workbench.zoo.protocol): every zoo family implements it the same way."""
 
+import golden
 import numpy as np
 import pytest
 import torch
 
-import golden
 from workbench.app.robustness.fixtures import DENSE
 from workbench.core.params import ParamSpec
 from workbench.data import TaskData

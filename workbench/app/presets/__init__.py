@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.paths import safe_name
+from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
 from workbench.systems.cond_pdiff.style.zoo import StyleZooConfig
-from workbench.systems.pdiff.generator import PDiffConfig
 from workbench.zoo.config import ZooConfig
 from workbench.zoo.lora.tasks import LoRAZooConfig
 from workbench.zoo.lora.text import TextLoRAZooConfig

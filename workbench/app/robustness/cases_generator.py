@@ -15,7 +15,7 @@ from workbench.app.robustness.matrix import Case
 from workbench.core.io import CorruptFileError
 from workbench.core.params import ParamSpecError
 from workbench.core.train_loop import LoopConfig, RunDirMismatchError
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig, fit_or_load
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load
 from workbench.zoo import Zoo
 
 __all__ = ["CASES"]
@@ -90,7 +90,7 @@ def _interrupted_fit(fx: Any) -> bool:
     the resumed generator samples exactly what an uninterrupted one does."""
     rd = fx.fresh("killed_fit")
     cfg = fx.pdiff_config
-    code = ("from workbench.zoo import Zoo; from workbench.systems.pdiff.generator import PDiff; "
+    code = ("from workbench.zoo import Zoo; from workbench.generator.latent_diffusion import PDiff; "
             "from workbench.app.robustness.fixtures import Fixtures; import sys; "
             f"PDiff(Fixtures({str(fx.root)!r}).pdiff_config).fit(Zoo({str(fx.dense_zoo)!r}), run_dir={str(rd)!r}, "
             "progress=False)")
@@ -105,7 +105,7 @@ def _interrupted_save(fx: Any) -> Any:
     """Kill a save half-way through publishing over an older save: the folder then holds no generator at all
     (load says so), never a mix of old and new files."""
     d = fx.pdiff_copy()
-    code = ("from workbench.systems.pdiff.generator import PDiff; "
+    code = ("from workbench.generator.latent_diffusion import PDiff; "
             f"g = PDiff.load({str(fx.pdiff_dir)!r}); g.seconds = {{'edited': 1.0}}; g.save({str(d)!r})")
     proc = run_python(code, env={"WORKBENCH_FAULT": "publish:3"})
     assert proc.returncode == 17, proc.stderr[-800:]

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.train_loop import LoopConfig
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig
 from workbench.zoo import ArchConfig, DataConfig, TrainConfig, Zoo, ZooConfig, collect
 from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo
 

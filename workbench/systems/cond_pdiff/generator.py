@@ -28,6 +28,8 @@ from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.diffusion import check_guidance_scale, check_num_samples
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, staged_directory
 from workbench.core.timing import Stopwatch
+from workbench.evaluation.memorisation import interpolate_latent
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig, check_bundle, seal_bundle
 from workbench.nn.encoders import (
     ImageEncoder,
     TextEncoder,
@@ -36,8 +38,6 @@ from workbench.nn.encoders import (
     make_text_encoder,
     one_hot,
 )
-from workbench.evaluation.memorisation import interpolate_latent
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig, check_bundle, seal_bundle
 from workbench.zoo.protocol import Condition
 
 __all__ = ["CondPDiffConfig", "CondPDiff", "CONDITIONS", "fit_or_load_cond"]

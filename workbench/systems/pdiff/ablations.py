@@ -12,7 +12,7 @@ import torch
 
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import max_iou_to, median, nearest_neighbours
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig, data_fingerprint
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig, data_fingerprint
 from workbench.zoo import ZooConfig, collect
 from workbench.zoo.protocol import ParameterZoo
 

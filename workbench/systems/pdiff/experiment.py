@@ -32,7 +32,7 @@ from workbench.core.timing import Stopwatch
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.memorisation import MemorisationResult, memorisation_analysis
 from workbench.evaluation.tables import evaluation_table
-from workbench.systems.pdiff.generator import PDiff, PDiffConfig, fit_or_load
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load
 from workbench.systems.pdiff.seeds import SeedsResult, seeds_evaluation
 from workbench.zoo import Zoo, ZooConfig, collect
 

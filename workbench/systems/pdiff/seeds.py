@@ -14,7 +14,7 @@ from workbench.evaluation.baselines import per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.memorisation import interpolation_accuracy, max_iou_to, median
 from workbench.evaluation.tables import evaluation_table, method_row
-from workbench.systems.pdiff.alignment import align_zoo
+from workbench.generator.alignment import align_zoo
 from workbench.zoo.protocol import ParameterZoo, check_zoo
 
 __all__ = ["SeedsResult", "seeds_evaluation", "interpolation_barriers"]

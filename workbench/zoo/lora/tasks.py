@@ -30,8 +30,8 @@ from workbench.zoo.lora.backbone import adapted_tail, backbone_features, build_b
 from workbench.zoo.lora.engine import (
     LossFn,
     collect_conditions,
-    read_condition,
     head_name,
+    read_condition,
     read_timings,
     reset_lora,
     start_zoo,

@@ -42,7 +42,14 @@ from workbench.systems.cond_pdiff.style.images import (
     style_target,
 )
 from workbench.systems.cond_pdiff.style.network import StyleNet, StyleNetConfig
-from workbench.zoo.lora.engine import LossFn, collect_conditions, read_condition, read_timings, reset_lora, start_zoo
+from workbench.zoo.lora.engine import (
+    LossFn,
+    collect_conditions,
+    read_condition,
+    read_timings,
+    reset_lora,
+    start_zoo,
+)
 from workbench.zoo.protocol import Condition, condition_names
 
 __all__ = ["StyleZooConfig", "StyleZoo", "collect_style_zoo"]

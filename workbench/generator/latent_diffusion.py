@@ -42,11 +42,11 @@ from workbench.core.io import (
 from workbench.core.normalise import Normaliser, PositionNormaliser, load_normaliser, make_normaliser
 from workbench.core.params import ParamSpec, check_finite
 from workbench.core.train_loop import LoopConfig, RunDirMismatchError, read_history, train_module
+from workbench.generator.alignment import ZooAlignment, align_zoo
 from workbench.nn.autoencoder import AEConfig, ParamAutoencoder
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from workbench.nn.pca import PCAAutoencoder
 from workbench.nn.unet1d import UNet1D, UNetConfig
-from workbench.systems.pdiff.alignment import ZooAlignment, align_zoo
 from workbench.zoo.protocol import ParameterZoo, check_zoo
 
 __all__ = ["PDiffConfig", "PDiff", "fit_or_load", "GeneratorLoadError", "data_fingerprint", "check_bundle",
