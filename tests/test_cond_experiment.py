@@ -12,26 +12,23 @@ from workbench.app.presets import load_preset
 from workbench.core.train_loop import LoopConfig
 from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
-from workbench.systems.cond_pdiff.experiment import (
-    cond_experiment,
-    seeded_config,
-    seeded_dir,
-    seeded_zoo_config,
-)
+from workbench.core.config import offset_seed
+from workbench.core.paths import seeded_path
+from workbench.systems.cond_pdiff.experiment import cond_experiment, seeded_config
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 
 
 def test_seed_zero_leaves_configs_and_directories_alone(tmp_path):
     cfg = load_preset("ci").cond_config()
     zcfg = golden.TINY_LORA
-    assert seeded_config(cfg, 0) is cfg and seeded_zoo_config(zcfg, 0) is zcfg and seeded_dir(tmp_path / "z", 0) == \
+    assert seeded_config(cfg, 0) is cfg and offset_seed(zcfg, 0) is zcfg and seeded_path(tmp_path / "z", 0) == \
         tmp_path / "z"
     s = seeded_config(cfg, 3)
     assert s.pdiff.diffusion_train.seed == cfg.pdiff.diffusion_train.seed + 3
     assert s.pdiff.ae_train.seed == cfg.pdiff.ae_train.seed + 3
     assert replace(s, pdiff=cfg.pdiff) == cfg  # nothing else moves
-    assert seeded_zoo_config(zcfg, 3).seed == zcfg.seed + 3 and seeded_zoo_config(zcfg, 3).data_seed == zcfg.data_seed
-    assert seeded_dir(tmp_path / "z", 3) == tmp_path / "z-seed3"
+    assert offset_seed(zcfg, 3).seed == zcfg.seed + 3 and offset_seed(zcfg, 3).data_seed == zcfg.data_seed
+    assert seeded_path(tmp_path / "z", 3) == tmp_path / "z_seed3"
 
 
 def test_preset_inputs_are_the_benchmark_and_notebook_inputs():

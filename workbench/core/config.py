@@ -28,10 +28,11 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from typing import Any, ClassVar, Self, TypeVar, Union
 
-__all__ = ["NAMED_UNKNOWN_KEYS", "UNKNOWN_KEYS", "JSONConfig", "build", "check_fields", "check_value", "describe_type",
+__all__ = ["offset_seed", "NAMED_UNKNOWN_KEYS", "UNKNOWN_KEYS", "JSONConfig", "build", "check_fields", "check_value", "describe_type",
            "to_json"]
 
 T = TypeVar("T")
@@ -233,3 +234,9 @@ class JSONConfig:
         """Inverse of :meth:`to_dict`: unknown keys, missing required keys and values of the wrong type (nested
         configs too) are one ValueError naming ``what`` (default: the config's name), the key and the value."""
         return build(cls, d, what or cls.config_name(), required=cls._required)
+
+
+def offset_seed(config: T, seed: int, *, stride: int = 1) -> T:
+    """``config`` (a dataclass with a ``seed`` field) with ``stride * seed`` added to its seed; seed 0 returns the
+    config itself, so a run of seed 0 is exactly the preset's."""
+    return replace(config, seed=config.seed + stride * seed) if seed else config

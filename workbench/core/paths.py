@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["SAFE_NAME", "check_input_file", "check_output_dir", "safe_name"]
+__all__ = ["SAFE_NAME", "check_input_file", "check_output_dir", "safe_name", "seeded_name", "seeded_path"]
 
 #: A name that may become one directory name: starts with a letter or digit, then letters, digits, ``_ . -``.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -55,3 +55,15 @@ def check_input_file(path: str | Path | None, what: str) -> Path:
     if not p.is_file():
         raise ValueError(f"{what} {str(path)!r} is not a file")
     return p
+
+
+def seeded_name(name: str, seed: int) -> str:
+    """The name of a run of ``seed``: ``name`` itself for seed 0, ``<name>_seed<k>`` otherwise (one convention for
+    every zoo, generator and table, so a run of one seed never resumes another's)."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def seeded_path(path: str | Path, seed: int) -> Path:
+    """``path`` with its last part renamed by :func:`seeded_name`."""
+    path = Path(path)
+    return path.with_name(seeded_name(path.name, seed))

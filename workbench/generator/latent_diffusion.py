@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig, offset_seed
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -49,7 +49,7 @@ from workbench.nn.pca import PCAAutoencoder
 from workbench.nn.unet1d import UNet1D, UNetConfig
 from workbench.zoo.protocol import ParameterZoo, check_zoo
 
-__all__ = ["PDiffConfig", "PDiff", "fit_or_load", "GeneratorLoadError", "data_fingerprint", "check_bundle",
+__all__ = ["PDiffConfig", "PDiff", "fit_or_load", "seeded_pdiff_config", "GeneratorLoadError", "data_fingerprint", "check_bundle",
            "seal_bundle"]
 
 
@@ -443,6 +443,14 @@ class PDiff:
             if records is not None:
                 self.history[k] = pd.DataFrame(records)
         return self
+
+
+def seeded_pdiff_config(config: PDiffConfig, seed: int) -> PDiffConfig:
+    """The generator config with both training streams (autoencoder, diffusion) moved by ``seed`` (0: unchanged)."""
+    if seed == 0:
+        return config
+    return replace(config, ae_train=offset_seed(config.ae_train, seed),
+                   diffusion_train=offset_seed(config.diffusion_train, seed))
 
 
 def fit_or_load(zoo: ParameterZoo, config: PDiffConfig, directory: str | Path, *, progress: bool = True) -> PDiff:

@@ -16,8 +16,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from workbench.core.config import offset_seed
 from workbench.core.faults import fault_point
 from workbench.core.params import ParamSpec
+from workbench.core.paths import seeded_name
 from workbench.data import batch_schedule
 from workbench.evaluation.evaluate import MemberEvaluator, split_model
 from workbench.nn.architectures import build_model
@@ -220,8 +222,22 @@ def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_
     return Zoo(root)
 
 
-def collect_all(configs: dict[str, ZooConfig], run_dir: str | Path, *, progress: bool = True) -> dict[str, Zoo]:
-    """Collect (or resume) several zoos into ``<run_dir>/zoos/<key>``."""
+#: Independent-seed zoos train member i from seed ``config.seed + i``: another run's seeds start at least this far
+#: away (or a whole zoo's length away), so no member is shared between the runs of two seeds.
+SEEDS_STRIDE = 100
+
+
+def seeded_zoo_config(config: ZooConfig, seed: int) -> ZooConfig:
+    """The zoo config with its collection seed moved by ``seed`` (0: unchanged): dense zoos get another base
+    initialisation (and so another trajectory), independent-seed zoos another, disjoint, range of member seeds."""
+    stride = max(SEEDS_STRIDE, config.n_members) if config.protocol == "seeds" else 1
+    return offset_seed(config, seed, stride=stride)
+
+
+def collect_all(configs: dict[str, ZooConfig], run_dir: str | Path, *, seed: int = 0,
+                progress: bool = True) -> dict[str, Zoo]:
+    """Collect (or resume) several zoos, moved by ``seed``, into ``<run_dir>/zoos/<key>`` (``<key>_seed<k>`` for a
+    seed other than 0)."""
     run_dir = Path(run_dir)
-    return {k: collect(c, run_dir / "zoos" / k, progress=progress, base_cache=run_dir / "bases")
-            for k, c in configs.items()}
+    return {k: collect(seeded_zoo_config(c, seed), run_dir / "zoos" / seeded_name(k, seed), progress=progress,
+                       base_cache=run_dir / "bases") for k, c in configs.items()}

@@ -5,7 +5,7 @@ Configs come in as arguments (the notebook and the benchmark read them from a pr
 app layer). ``seed`` reaches every random stream: it is added to the zoo's fine-tuning seed (the data split,
 ``data_seed``, stays), to the generator's training seeds (autoencoder and diffusion: minibatches, noise, the
 denoiser's initialisation) and to the sampling seeds of every evaluation. Seed 0 leaves the configs as they are, so
-its figures are the preset's own; other seeds write their zoo and generator beside seed 0's (``<dir>-seed<k>``).
+its figures are the preset's own; other seeds write their zoo and generator beside seed 0's (``<dir>_seed<k>``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,17 @@ from typing import Any, Mapping, TypeVar
 
 import pandas as pd
 
+from workbench.core.config import offset_seed
+from workbench.core.paths import seeded_path
 from workbench.core.timing import Stopwatch
+from workbench.generator.latent_diffusion import seeded_pdiff_config
 from workbench.systems.cond_pdiff.evaluation import cond_ablation, cond_evaluation, summary
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig, fit_or_load_cond
 from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo
 from workbench.zoo.lora.text import TextLoRAZooConfig, collect_text_lora_zoo
 from workbench.zoo.protocol import ParameterZoo
 
-__all__ = ["cond_experiment", "collect_task_zoo", "seeded_config", "seeded_zoo_config", "seeded_dir",
+__all__ = ["cond_experiment", "collect_task_zoo", "seeded_config",
            "NORMALISATION_VARIANTS", "CONDITION_VARIANTS", "GUIDANCE_SCALES"]
 
 #: The ablations of Cond P-Diff's Table 4 (fields of CondPDiffConfig; p-diff fields under "pdiff").
@@ -40,24 +43,7 @@ Z = TypeVar("Z")
 
 def seeded_config(config: CondPDiffConfig, seed: int) -> CondPDiffConfig:
     """``config`` with ``seed`` added to its autoencoder and diffusion training seeds (seed 0: unchanged)."""
-    if not seed:
-        return config
-    p = config.pdiff
-    return replace(config, pdiff=replace(p, ae_train=replace(p.ae_train, seed=p.ae_train.seed + seed),
-                                         diffusion_train=replace(p.diffusion_train,
-                                                                 seed=p.diffusion_train.seed + seed)))
-
-
-def seeded_zoo_config(zoo_config: Z, seed: int) -> Z:
-    """A zoo config (any dataclass with a ``seed``) with ``seed`` added to its collection seed (seed 0: unchanged)."""
-    return replace(zoo_config, seed=zoo_config.seed + seed) if seed else zoo_config
-
-
-def seeded_dir(directory: str | Path, seed: int) -> Path:
-    """Where a run of ``seed`` lives: ``directory`` for seed 0, ``<directory>-seed<k>`` otherwise (a resumed zoo or a
-    saved generator of one seed is never taken for another's)."""
-    d = Path(directory)
-    return d if not seed else d.with_name(f"{d.name}-seed{seed}")
+    return replace(config, pdiff=seeded_pdiff_config(config.pdiff, seed)) if seed else config
 
 
 def collect_task_zoo(zoo_config: LoRAZooConfig | TextLoRAZooConfig, root: str | Path, *, progress: bool = False
@@ -80,11 +66,11 @@ def cond_experiment(zoo_config: LoRAZooConfig | TextLoRAZooConfig, config: CondP
     Returns ``zoo``, ``generator``, ``result`` (:class:`CondResult`), ``summary``, ``guidance`` and ``ablations``
     (tables; None/empty without ``ablation``), the seeded configs, and ``seconds`` per stage."""
     watch = Stopwatch()
-    zoo_config, config = seeded_zoo_config(zoo_config, seed), seeded_config(config, seed)
+    zoo_config, config = offset_seed(zoo_config, seed), seeded_config(config, seed)
     with watch("zoo"):
-        zoo = collect_task_zoo(zoo_config, seeded_dir(zoo_dir, seed), progress=progress)
+        zoo = collect_task_zoo(zoo_config, seeded_path(zoo_dir, seed), progress=progress)
     with watch("fit"):
-        gen = fit_or_load_cond(zoo, config, seeded_dir(generator_dir, seed), cache_dir=cache_dir, progress=progress)
+        gen = fit_or_load_cond(zoo, config, seeded_path(generator_dir, seed), cache_dir=cache_dir, progress=progress)
     with watch("evaluate"):
         res = cond_evaluation(zoo, gen, n_samples=n_samples, seed=seed)
     guidance, ablations = None, {}

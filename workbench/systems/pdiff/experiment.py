@@ -28,50 +28,23 @@ import pandas as pd
 import torch
 
 from workbench.core.io import atomic_write_csv, atomic_write_json
+from workbench.core.paths import seeded_name
 from workbench.core.timing import Stopwatch
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.memorisation import MemorisationResult, memorisation_analysis
 from workbench.evaluation.tables import evaluation_table
-from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load
+from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load, seeded_pdiff_config
 from workbench.systems.pdiff.seeds import SeedsResult, seeds_evaluation
-from workbench.zoo import Zoo, ZooConfig, collect
+from workbench.zoo import Zoo, ZooConfig
+from workbench.zoo.collection import collect_all, seeded_zoo_config
 
 __all__ = ["PDiffRun", "SeedsRun", "MemorisationRun", "pdiff_experiment", "seeds_experiment",
            "memorisation_experiment", "seeded_zoo_config", "seeded_pdiff_config", "seeded_name", "collect_zoo",
            "sampler_arguments"]
 
-#: Independent-seed zoos train member i from seed ``config.seed + i``: another run's seeds start at least this far
-#: away (or a whole zoo's length away), so no member is shared between the runs of two seeds.
-SEEDS_STRIDE = 100
-
-
-def seeded_zoo_config(config: ZooConfig, seed: int) -> ZooConfig:
-    """The zoo config with its collection seed moved by ``seed`` (0: unchanged): dense zoos get another base
-    initialisation (and so another trajectory), independent-seed zoos another, disjoint, range of member seeds."""
-    if seed == 0:
-        return config
-    stride = max(SEEDS_STRIDE, config.n_members) if config.protocol == "seeds" else 1
-    return replace(config, seed=config.seed + stride * seed)
-
-
-def seeded_pdiff_config(config: PDiffConfig, seed: int) -> PDiffConfig:
-    """The generator config with both training streams (autoencoder, diffusion) moved by ``seed`` (0: unchanged)."""
-    if seed == 0:
-        return config
-    return replace(config, ae_train=replace(config.ae_train, seed=config.ae_train.seed + seed),
-                   diffusion_train=replace(config.diffusion_train, seed=config.diffusion_train.seed + seed))
-
-
-def seeded_name(name: str, seed: int) -> str:
-    """The folder name of a run of ``seed``: ``name`` itself for seed 0, ``<name>_seed<k>`` otherwise."""
-    return name if seed == 0 else f"{name}_seed{seed}"
-
-
 def collect_zoo(key: str, config: ZooConfig, root: str | Path, *, seed: int = 0, progress: bool = False) -> Zoo:
     """Collect (or resume) the zoo ``config``, moved by ``seed``, into ``root/zoos/<key>``."""
-    root = Path(root)
-    return collect(seeded_zoo_config(config, seed), root / "zoos" / seeded_name(key, seed), progress=progress,
-                   base_cache=root / "bases")
+    return collect_all({key: config}, root, seed=seed, progress=progress)[key]
 
 
 def sampler_arguments(name: str) -> dict[str, Any]:

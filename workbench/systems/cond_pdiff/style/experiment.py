@@ -14,8 +14,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from workbench.core.config import offset_seed
+from workbench.core.paths import seeded_path
 from workbench.core.timing import Stopwatch
-from workbench.systems.cond_pdiff.experiment import seeded_config, seeded_dir, seeded_zoo_config
+from workbench.systems.cond_pdiff.experiment import seeded_config
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig, fit_or_load_cond
 from workbench.systems.cond_pdiff.style.evaluation import (
     continuous_generalisation,
@@ -39,11 +41,11 @@ def style_experiment(zoo_config: StyleZooConfig, config: CondPDiffConfig, settin
     st = settings
     root = Path(root)
     watch = Stopwatch()
-    zoo_config, config = seeded_zoo_config(zoo_config, seed), seeded_config(config, seed)
+    zoo_config, config = offset_seed(zoo_config, seed), seeded_config(config, seed)
     with watch("zoo"):
-        zoo = collect_style_zoo(zoo_config, seeded_dir(root / "zoo", seed), progress=progress)
+        zoo = collect_style_zoo(zoo_config, seeded_path(root / "zoo", seed), progress=progress)
     with watch("fit"):
-        gen = fit_or_load_cond(zoo, config, seeded_dir(root / "generator", seed), progress=progress)
+        gen = fit_or_load_cond(zoo, config, seeded_path(root / "generator", seed), progress=progress)
     with watch("evaluate"):
         res = style_evaluation(zoo, gen, n_samples=int(st.get("n_samples", 8)), seed=seed, progress=progress)
     with watch("interpolation"):
