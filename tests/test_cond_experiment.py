@@ -60,7 +60,7 @@ def test_cond_experiment_equals_the_pipeline_and_seeds_move_it(tmp_path):
     assert again["summary"] == ex["summary"]
     other = cond_experiment(golden.TINY_LORA, TINY_COND, tmp_path / "zoo", tmp_path / "gen", n_samples=3,
                             seed=1, cache_dir=cache)
-    assert (tmp_path / "zoo-seed1").is_dir() and (tmp_path / "gen-seed1" / "cond_pdiff.json").exists()
+    assert (tmp_path / "zoo_seed1").is_dir() and (tmp_path / "gen_seed1" / "cond_pdiff.json").exists()
     assert not torch.equal(other["zoo"].vectors(["even"]), ex["zoo"].vectors(["even"]))  # the zoo stream
     assert other["config"].pdiff.diffusion_train.seed == 1  # the training stream
     assert other["summary"] != ex["summary"]
