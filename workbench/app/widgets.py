@@ -48,7 +48,6 @@ class _App:
         return self.table
 
     def _ipython_display_(self) -> None:
-
         display(self.widget())
 
 
@@ -56,8 +55,6 @@ class SamplingApp(_App):
     """Number of models, sampler, steps, seed → sample, evaluate on the test split, redraw the histogram."""
 
     def __init__(self, generator: Any, zoo: Any, *, evaluator: Any = None, n: int = 50, max_n: int = 200) -> None:
-
-
         self.generator, self.zoo = generator, zoo
         self.data = zoo.data()
         self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test)
@@ -73,7 +70,6 @@ class SamplingApp(_App):
 
     def compute(self) -> pd.DataFrame:
         """Sample with the current settings and evaluate; sets ``figure`` and ``table`` (draws nothing)."""
-
         ddim = self.sampler.value == "ddim"  # DDPM always runs all T steps: the slider is DDIM's
         vectors = self.generator.sample(self.n.value, sampler=self.sampler.value,
                                         steps=self.steps.value if ddim else None, seed=self.seed.value)
@@ -85,13 +81,11 @@ class SamplingApp(_App):
         return self.table
 
     def _draw(self) -> None:
-
         display(self.figure)
         display(self.table)
 
     def widget(self) -> Any:
         """The assembled app."""
-
         return w.VBox([w.HBox([self.n, self.sampler]), w.HBox([self.steps, self.seed]), self.button, self.out])
 
 
@@ -118,7 +112,6 @@ class InterpolationApp(_App):
 
     def compute(self) -> pd.DataFrame:
         """Interpolate at the current λ and evaluate; sets ``accuracy`` and ``table`` (draws nothing)."""
-
         if self.mode.value == "latent":
             v = interpolate_latent(self.generator, self.v1, self.v2, [self.lam.value])
         else:
@@ -131,13 +124,11 @@ class InterpolationApp(_App):
         return self.table
 
     def _draw(self) -> None:
-
         print(f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy {self.accuracy:.2f} %")
         display(self.table.T)
 
     def widget(self) -> Any:
         """The assembled app."""
-
         return w.VBox([w.HBox([self.lam, self.mode]), self.out])
 
 
@@ -193,14 +184,12 @@ class TaskPromptApp(_App):
         return self.table
 
     def _draw(self) -> None:
-
         print(f"statistics of the nearest seen task: {self.nearest_seen}")
         display(self.table.round(2))
         display(self.predictions.T)
 
     def widget(self) -> Any:
         """The assembled app."""
-
         return w.VBox([self.task, self.description, self.example1, self.example2, w.HBox([self.n, self.seed]),
                        self.button, self.out])
 
@@ -238,7 +227,6 @@ class StyleInterpolationApp(_App):
 
     def compute(self) -> pd.DataFrame:
         """Stylise the content at λ (and both ends); sets ``images`` (3, 3, H, W) and ``table`` (draws nothing)."""
-
         a, b = self.first.value, self.second.value
         lams = [0.0, self.lam.value, 1.0]
         space = "latent" if self.mode.value == "latent" else "weight"
@@ -253,19 +241,15 @@ class StyleInterpolationApp(_App):
 
     def figure(self) -> Any:
         """The content, both ends and the image at λ as one plotly figure."""
-
-
         content = self.zoo.eval_content[self.content.value]
         row = torch.stack([content, self.images[0], self.images[1], self.images[2]])[None]
         return image_grid(row, [self.mode.value], ["content", self.first.value, f"λ = {self.lam.value:.2f}",
                                                    self.second.value])
 
     def _draw(self) -> None:
-
         self.figure().show()
         display(self.table.round(3))
 
     def widget(self) -> Any:
         """The assembled app."""
-
         return w.VBox([w.HBox([self.first, self.second]), w.HBox([self.content, self.mode]), self.lam, self.out])

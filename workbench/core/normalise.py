@@ -51,8 +51,6 @@ class Normaliser:
 
     def save(self, directory: str | Path, prefix: str = "normaliser") -> None:
         """Write ``<prefix>.json`` and ``<prefix>.safetensors`` into ``directory``."""
-
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         with atomic_path(d / f"{prefix}.safetensors") as tmp:

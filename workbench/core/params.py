@@ -228,13 +228,11 @@ class ParamSpec:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON."""
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "ParamSpec":
         """Read from JSON (a missing, corrupt or inconsistent file is a clear error naming it)."""
-
         try:
             return cls.from_dict(read_json(path))
         except ParamSpecError as e:

@@ -150,8 +150,6 @@ class ZooAlignment:
 
     def save(self, directory, name: str = "alignment") -> None:
         """Permutation indices as int64 safetensors (no pickle)."""
-
-
         tensors = {f"{i}/{g}": p for i, perms in enumerate(self.perms) for g, p in perms.items()}
         save_tensors(Path(directory) / f"{name}.safetensors", tensors,
                      metadata={"reference": str(self.reference), "n_members": str(len(self.perms))})
@@ -159,8 +157,6 @@ class ZooAlignment:
     @classmethod
     def load(cls, directory, name: str = "alignment") -> "ZooAlignment":
         """Inverse of :meth:`save`."""
-
-
         path = Path(directory) / f"{name}.safetensors"
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -205,7 +205,6 @@ class _VmapMembers:
     """Any BN-free module, M copies via ``torch.func.functional_call`` under ``vmap``."""
 
     def __init__(self, model: nn.Module, names: list[str], state: Mapping[str, torch.Tensor]) -> None:
-
         self.names = names
         self.params = [state[n].clone().requires_grad_(True) for n in names]
         self.bufs = [torch.zeros_like(p) for p in self.params]

@@ -61,18 +61,14 @@ class Preset:
 
     def pdiff_config(self, generator: str = "pdiff"):
         """The p-diff configuration of one of this preset's generators ("pdiff", "seeds")."""
-
         return PDiffConfig.from_dict(self.generator_settings(generator).get("config", {}))
 
     def lora_zoo(self, key: str = "lora_digits"):
         """One LoRA zoo config (Cond P-Diff) by key."""
-
         return LoRAZooConfig.from_dict(self._entry("lora_zoos", key, "LoRA zoo"))
 
     def text_lora_zoo(self, key: str = "glue"):
         """One text LoRA zoo config (Cond P-Diff's NLP setting) by key; ``$VARS`` and ``~`` in paths are expanded."""
-
-
         d = dict(self._entry("text_lora_zoos", key, "text LoRA zoo"))
         for k in ("model_path", "data_dir"):
             d[k] = os.path.expanduser(os.path.expandvars(d.get(k, "")))
@@ -80,17 +76,14 @@ class Preset:
 
     def cond_config(self):
         """The Cond P-Diff configuration of this preset."""
-
         return CondPDiffConfig.from_dict(self.generator_settings("cond_pdiff").get("config", {}))
 
     def style_zoo(self, key: str = "styles"):
         """One style LoRA zoo config (Cond P-Diff's vision setting) by key."""
-
         return StyleZooConfig.from_dict(self._entry("style_zoos", key, "style zoo"))
 
     def style_config(self):
         """The style-image-conditioned generator's configuration (a Cond P-Diff config)."""
-
         return CondPDiffConfig.from_dict(self.generator_settings("style").get("config", {}))
 
     def cond_inputs(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -55,7 +55,6 @@ def noise_augmentation_ablation(zoo: ParameterZoo, config: PDiffConfig, *, steps
 
 
 def _fit_key(config, vectors: torch.Tensor) -> str:
-
     return data_fingerprint(vectors, config=config.to_dict())[:16]
 
 
@@ -73,7 +72,6 @@ def _fit_cached(vectors: torch.Tensor, config, cache_dir: Path | None):
 
 
 def _score(gen, evaluator, data, original_test, original_vectors, n: int, seed: int) -> dict:
-
     v = gen.sample(n, sampler="ddim", steps=50, seed=seed)
     res = evaluator(v, data.x_test, data.y_test)
     iou = max_iou_to(res, original_test)

@@ -99,14 +99,12 @@ def _photo(idx: int) -> np.ndarray:
 
 
 def _crop(idx: int, top: int, left: int, size: int) -> torch.Tensor:
-
     arr = (_photo(idx)[top:top + 128, left:left + 128] * 255).astype(np.uint8)
     img = Image.fromarray(arr).resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
 def _digit_mosaic(size: int) -> torch.Tensor:
-
     x, _ = mnist_data()
     tiles = torch.from_numpy(x[::313][:16].astype(np.float32) / 255.0).reshape(16, 1, 28, 28)
     grid = tiles.reshape(4, 4, 28, 28).permute(0, 2, 1, 3).reshape(1, 1, 112, 112)

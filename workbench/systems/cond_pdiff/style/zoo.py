@@ -281,7 +281,6 @@ class StyleZoo:
 
     def apply(self, vectors: torch.Tensor, content: torch.Tensor | None = None, batch: int = 64) -> torch.Tensor:
         """Stylise: images (V, N, 3, H, W) in [0, 1] of every vector on every content image."""
-
         content = self.eval_content if content is None else content
         model, spec = self.model(), self.spec
         vectors = vectors.reshape(-1, spec.numel)
