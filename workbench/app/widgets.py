@@ -12,7 +12,7 @@ from IPython.display import clear_output, display
 from workbench.app.plots import accuracy_distribution, image_grid
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import interpolate_latent, interpolate_weights
-from workbench.systems.cond_pdiff.evaluation import zoo_evaluator
+from workbench.evaluation.tables import zoo_evaluator
 from workbench.systems.cond_pdiff.style.evaluation import style_path
 from workbench.zoo.protocol import Condition
 

@@ -8,9 +8,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.data import TaskData
 from workbench.evaluation.baselines import finetuned_members, noise_added, per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
-from workbench.zoo.protocol import ParameterZoo, check_zoo
+from workbench.zoo.protocol import ParameterZoo, check_zoo, condition_names
+
+
+def zoo_evaluator(zoo: ParameterZoo) -> MemberEvaluator:
+    """One evaluator for every condition of a classification zoo (the model is shared; inputs differ by condition)."""
+    return MemberEvaluator(zoo.model(), zoo.spec, probe=zoo.data(condition_names(zoo)[0]).x_test[:4])
+
+
+def chance(data: TaskData) -> float:
+    """Majority-class accuracy (percent) on a test split."""
+    return float(100.0 * torch.bincount(data.y_test).max() / len(data.y_test))
+
 
 # ---------------------------------------------------------------------------------------------
 # The evaluation harness: one table for generated models, the originals and the baselines

@@ -17,7 +17,7 @@ from workbench.data import TaskData
 from workbench.evaluation.baselines import soup
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import nearest_neighbours
-from workbench.evaluation.tables import method_row
+from workbench.evaluation.tables import chance, method_row, zoo_evaluator
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 from workbench.zoo.protocol import Condition, ParameterZoo, condition_names
 
@@ -37,16 +37,6 @@ class CondResult:
 def _acc(ev: MemberEvaluator, vecs: torch.Tensor, data, split: str = "test") -> np.ndarray:
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
     return ev(vecs, x, y).accuracy
-
-
-def zoo_evaluator(zoo: ParameterZoo) -> MemberEvaluator:
-    """One evaluator for every condition of a classification zoo (the model is shared; inputs differ by condition)."""
-    return MemberEvaluator(zoo.model(), zoo.spec, probe=zoo.data(condition_names(zoo)[0]).x_test[:4])
-
-
-def chance(data: TaskData) -> float:
-    """Majority-class accuracy (percent) on a test split."""
-    return float(100.0 * torch.bincount(data.y_test).max() / len(data.y_test))
 
 
 def cond_evaluation(zoo: ParameterZoo, gen: CondPDiff, *, n_samples: int = 20, seed: int = 0, sampler: str = "ddim",

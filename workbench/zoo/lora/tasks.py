@@ -26,6 +26,7 @@ from workbench.core.io import load_tensors, read_json, save_tensors
 from workbench.core.params import ParamSpec
 from workbench.data import DatasetInfo, TaskData, load_dataset
 from workbench.evaluation.evaluate import MemberEvaluator
+from workbench.evaluation.tables import chance, zoo_evaluator
 from workbench.zoo.lora.backbone import adapted_tail, backbone_features, build_backbone
 from workbench.zoo.lora.engine import (
     LossFn,
@@ -260,12 +261,11 @@ class LoRAZoo:
 
     def evaluator(self) -> MemberEvaluator:
         """One evaluator for every task (the tail is shared; inputs are features or token ids)."""
-        return MemberEvaluator(self.model(), self.spec, probe=self.data(self.tasks[0]).x_test[:4])
+        return zoo_evaluator(self)
 
     def chance(self, task: str) -> float:
         """Majority-class accuracy (percent) on the task's test split."""
-        y = self.data(task).y_test
-        return float(100.0 * torch.bincount(y).max() / len(y))
+        return chance(self.data(task))
 
     def __len__(self) -> int:
         return int(self.manifest["task"].isin(self.config.tasks).sum())
