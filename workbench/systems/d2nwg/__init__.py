@@ -1,0 +1,1 @@
+"""D2NWG: dataset-conditioned weight generation."""
