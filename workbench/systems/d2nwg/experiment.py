@@ -1,0 +1,101 @@
+"""D2NWG's experiment — what notebook 07 and ``bench d2nwg`` both run: collect (or resume) the dataset zoo, fit
+(or load) the generator, evaluate it on the held-out and seen datasets beside every baseline, fine-tuning curves,
+support-size and recipe ablations, and a computed reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from workbench.core.timing import Stopwatch
+from workbench.systems.d2nwg.baselines import EncodingRegressor, fit_regressor
+from workbench.systems.d2nwg.evaluation import (
+    finetune_table,
+    reading,
+    seen_table,
+    shots_table,
+    summarise,
+    unseen_table,
+)
+from workbench.systems.d2nwg.generator import D2NWG, D2NWGConfig, fit_or_load_d2nwg, stage1_settings
+from workbench.systems.d2nwg.zoo import DatasetZoo, DatasetZooConfig, collect_dataset_zoo
+
+__all__ = ["ABLATIONS", "D2NWGResults", "ablation_config", "d2nwg_experiment"]
+
+ABLATIONS = ("no_contrastive", "mean_pooling", "beta0")
+
+
+def ablation_config(config: D2NWGConfig, name: str) -> D2NWGConfig:
+    """The generator config of one recipe ablation: no contrastive alignment (the encoder learns through the
+    diffusion loss), mean-pooled features instead of the Set Transformer, or β = 0 (p-diff's AE)."""
+    changes = {"no_contrastive": {"contrastive": False}, "mean_pooling": {"pooling": "mean"}, "beta0": {"beta": 0.0}}
+    if name not in changes:
+        raise ValueError(f"unknown ablation {name!r}: use some of {ABLATIONS}")
+    return replace(config, **changes[name])
+
+
+@dataclass
+class D2NWGResults:
+    """Everything the notebook shows and the benchmark prints."""
+
+    zoo: DatasetZoo
+    generator: D2NWG
+    unseen: pd.DataFrame
+    seen: pd.DataFrame
+    curves: pd.DataFrame
+    shots: pd.DataFrame
+    ablations: pd.DataFrame
+    summary: dict
+    reading: list[str]
+    heads: dict = field(repr=False, default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    shots_used: int = 5
+    n_samples: int = 10
+    regressor: EncodingRegressor | None = field(default=None, repr=False)
+
+
+def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir: str | Path, *, n_samples: int = 10,
+                     shots: int = 5, shot_grid: Sequence[int] = (1, 5, 10),
+                     finetune_steps: Sequence[int] = (0, 1, 5, 25, 100), finetune_lr: float = 0.02, ablations: Sequence[str] = ABLATIONS,
+                     seen_limit: int | None = None, seed: int = 0, progress: bool = True) -> D2NWGResults:
+    """Run the whole D2NWG study in ``run_dir`` (``zoo/``, ``generator/``, ``ablations/<name>/``; everything
+    resumes). ``seen_limit`` evaluates that many seen datasets, spread evenly over them (the ci preset)."""
+    run_dir = Path(run_dir)
+    watch = Stopwatch()
+    with watch("zoo"):
+        zoo = collect_dataset_zoo(zoo_config, run_dir / "zoo", progress=progress)
+    with watch("generator"):
+        gen = fit_or_load_d2nwg(zoo, config, run_dir / "generator", progress=progress)
+    seen_names = gen.seen if seen_limit is None else gen.seen[:: max(1, len(gen.seen) // max(1, seen_limit))][:seen_limit]
+    with watch("evaluation"):
+        regressor = fit_regressor(gen, zoo, shots=shots, seed=seed)
+        unseen, heads = unseen_table(gen, zoo, shots=shots, n_samples=n_samples, seed=seed, regressor=regressor)
+        seen = seen_table(gen, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=seen_names)
+    with watch("finetune"):
+        curves = finetune_table(zoo, heads, steps=finetune_steps, lr=finetune_lr, seed=seed)
+    with watch("shots"):
+        shot_rows = shots_table(gen, zoo, shot_grid, n_samples=n_samples, seed=seed)
+    summary = summarise(unseen, seen, curves, steps=finetune_steps)
+    rows = [{"ablation": "full", "unseen_generated_mean": summary["unseen_generated_mean"],
+             "unseen_selected_by_support_mean": summary["unseen_selected_by_support_mean"],
+             "seen_generated_mean": summary["seen_generated_mean"]}]
+    for name in ablations:
+        with watch(f"ablation_{name}"):
+            cfg = ablation_config(config, name)
+            same_vae = stage1_settings(cfg) == stage1_settings(config)  # only later stages change: the frozen β-VAE is shared
+            g = fit_or_load_d2nwg(zoo, cfg, run_dir / "ablations" / name, progress=progress,
+                                  reuse_vae=gen if same_vae else None)
+            u, _ = unseen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed)
+            s = seen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=seen_names)
+        rows.append({"ablation": name, "unseen_generated_mean": float(u["generated_mean"].mean()),
+                     "unseen_selected_by_support_mean": float(u["selected_by_support"].mean()),
+                     "seen_generated_mean": float(s["generated_mean"].mean())})
+    ablation_table = pd.DataFrame(rows).set_index("ablation")
+    seconds = {**watch.seconds, "total": watch.total}
+    summary = {**summary, "n_datasets_seen": len(zoo.names("seen"))}
+    return D2NWGResults(zoo=zoo, generator=gen, unseen=unseen, seen=seen, curves=curves, shots=shot_rows,
+                        ablations=ablation_table, summary=summary, reading=reading(summary, ablation_table),
+                        heads=heads, seconds=seconds, shots_used=shots, n_samples=n_samples, regressor=regressor)
