@@ -10,6 +10,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from workbench.core.config import offset_seed
+from workbench.core.paths import seeded_name
 from workbench.core.timing import Stopwatch
 from workbench.systems.d2nwg.baselines import EncodingRegressor, fit_regressor
 from workbench.systems.d2nwg.evaluation import (
@@ -23,9 +25,20 @@ from workbench.systems.d2nwg.evaluation import (
 from workbench.systems.d2nwg.generator import D2NWG, D2NWGConfig, fit_or_load_d2nwg, stage1_settings
 from workbench.systems.d2nwg.zoo import DatasetZoo, DatasetZooConfig, collect_dataset_zoo
 
-__all__ = ["ABLATIONS", "D2NWGResults", "ablation_config", "d2nwg_experiment"]
+__all__ = ["ABLATIONS", "D2NWGResults", "ablation_config", "d2nwg_experiment", "seeded_configs"]
 
 ABLATIONS = ("no_contrastive", "mean_pooling", "beta0")
+
+
+def seeded_configs(zoo_config: DatasetZooConfig, config: D2NWGConfig, seed: int) -> tuple[DatasetZooConfig,
+                                                                                             D2NWGConfig]:
+    """The run of seed ``seed`` (0: the preset's own): the heads' initialisations and minibatches and every
+    generator stage move; the meta-dataset (its datasets and splits, ``data_seed``) stays the same."""
+    if seed == 0:
+        return zoo_config, config
+    return offset_seed(zoo_config, seed, stride=1_000_003), replace(
+        config, vae_train=offset_seed(config.vae_train, seed), align_train=offset_seed(config.align_train, seed),
+        diffusion_train=offset_seed(config.diffusion_train, seed))
 
 
 def ablation_config(config: D2NWGConfig, name: str) -> D2NWGConfig:
@@ -61,14 +74,16 @@ def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir:
                      shots: int = 5, shot_grid: Sequence[int] = (1, 5, 10),
                      finetune_steps: Sequence[int] = (0, 1, 5, 25, 100), finetune_lr: float = 0.02, ablations: Sequence[str] = ABLATIONS,
                      seen_limit: int | None = None, seed: int = 0, progress: bool = True) -> D2NWGResults:
-    """Run the whole D2NWG study in ``run_dir`` (``zoo/``, ``generator/``, ``ablations/<name>/``; everything
-    resumes). ``seen_limit`` evaluates that many seen datasets, spread evenly over them (the ci preset)."""
+    """Run the whole D2NWG study in ``run_dir`` (``zoo/``, ``generator/``, ``ablations/<name>/``, with ``_seed<k>``
+    for seed k > 0; everything resumes). ``seed`` moves the heads' and the generator's training (the datasets stay)
+    and the support draws and samples. ``seen_limit`` evaluates that many seen datasets, spread evenly over them (the ci preset)."""
     run_dir = Path(run_dir)
     watch = Stopwatch()
+    zoo_config, config = seeded_configs(zoo_config, config, seed)
     with watch("zoo"):
-        zoo = collect_dataset_zoo(zoo_config, run_dir / "zoo", progress=progress)
+        zoo = collect_dataset_zoo(zoo_config, run_dir / seeded_name("zoo", seed), progress=progress)
     with watch("generator"):
-        gen = fit_or_load_d2nwg(zoo, config, run_dir / "generator", progress=progress)
+        gen = fit_or_load_d2nwg(zoo, config, run_dir / seeded_name("generator", seed), progress=progress)
     seen_names = gen.seen if seen_limit is None else gen.seen[:: max(1, len(gen.seen) // max(1, seen_limit))][:seen_limit]
     with watch("evaluation"):
         regressor = fit_regressor(gen, zoo, shots=shots, seed=seed)
@@ -86,7 +101,7 @@ def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir:
         with watch(f"ablation_{name}"):
             cfg = ablation_config(config, name)
             same_vae = stage1_settings(cfg) == stage1_settings(config)  # only later stages change: the frozen β-VAE is shared
-            g = fit_or_load_d2nwg(zoo, cfg, run_dir / "ablations" / name, progress=progress,
+            g = fit_or_load_d2nwg(zoo, cfg, run_dir / seeded_name("ablations", seed) / name, progress=progress,
                                   reuse_vae=gen if same_vae else None)
             u, _ = unseen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed)
             s = seen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=seen_names)
