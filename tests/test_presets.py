@@ -9,6 +9,8 @@ from workbench.app.presets import available_presets, load_preset, merge_presets,
 from workbench.core.paths import check_output_dir, safe_name
 from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
+from workbench.systems.d2nwg.generator import D2NWGConfig
+from workbench.systems.d2nwg.zoo import DatasetZooConfig
 from workbench.zoo import ZooConfig
 
 BUNDLED = ["ci", "default", "glue", "resnet-bn"]
@@ -35,10 +37,17 @@ def test_bundled_preset_loads_and_every_config_parses(name):
             assert isinstance(p.style_config(), CondPDiffConfig)
             if "config" in gens[key].get("continuous", {}):
                 CondPDiffConfig.from_dict(gens[key]["continuous"]["config"])
+        elif key == "d2nwg":
+            inputs = p.d2nwg_inputs()
+            assert isinstance(inputs["config"], D2NWGConfig)
+            assert isinstance(inputs["zoo_config"], DatasetZooConfig)
+            assert DatasetZooConfig.from_dict(inputs["zoo_config"].to_dict()) == inputs["zoo_config"]
         else:
             pytest.fail(f"preset {name}: generator {key!r} has no config accessor")
     for key in p.raw.get("lora_zoos", {}):
         assert p.lora_zoo(key) is not None
+    for key in p.raw.get("dataset_zoos", {}):
+        assert p.dataset_zoo(key) is not None
     for key in p.raw.get("style_zoos", {}):
         assert p.style_zoo(key) is not None
     for key in p.raw.get("text_lora_zoos", {}):
@@ -50,7 +59,7 @@ def test_every_reference_of_a_preset_exists(name):
     p = load_preset(name)
     raw = p.raw
     zoos = set(p.zoos)
-    task_zoos = set(raw.get("lora_zoos", {})) | set(raw.get("style_zoos", {}))
+    task_zoos = set(raw.get("lora_zoos", {})) | set(raw.get("style_zoos", {})) | set(raw.get("dataset_zoos", {}))
     text_zoos = set(raw.get("text_lora_zoos", {}))
     for bench, settings in p.bench.items():
         assert bench in BENCHMARKS, f"{name}: bench section {bench!r} names no benchmark"

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from workbench.app.bench.analysis import bench_analysis
 from workbench.app.bench.cond import bench_cond
+from workbench.app.bench.d2nwg import bench_d2nwg
 from workbench.app.bench.pdiff import bench_pdiff
 from workbench.app.bench.robustness import bench_robustness
 from workbench.app.bench.seeds import bench_seeds
@@ -20,7 +21,7 @@ __all__ = ["BENCHMARKS", "run_benchmark", "matmul_peak_gflops"]
 
 BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "zoo": bench_zoo, "pdiff": bench_pdiff, "analysis": bench_analysis, "seeds": bench_seeds, "cond": bench_cond,
-    "style": bench_style, "robustness": bench_robustness,
+    "style": bench_style, "robustness": bench_robustness, "d2nwg": bench_d2nwg,
 }
 
 

@@ -27,6 +27,8 @@ from workbench.core.paths import safe_name
 from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
 from workbench.systems.cond_pdiff.style.zoo import StyleZooConfig
+from workbench.systems.d2nwg.generator import D2NWGConfig
+from workbench.systems.d2nwg.zoo import DatasetZooConfig
 from workbench.zoo.config import ZooConfig
 from workbench.zoo.lora.tasks import LoRAZooConfig
 from workbench.zoo.lora.text import TextLoRAZooConfig
@@ -101,6 +103,22 @@ class Preset:
         st = self.generator_settings("style")
         return {"zoo_config": self.style_zoo(st.get("zoo", "styles")), "config": self.style_config(), "settings": st}
 
+    def dataset_zoo(self, key: str = "datasets") -> DatasetZooConfig:
+        """One D2NWG dataset zoo config (the meta-dataset) by key."""
+        return DatasetZooConfig.from_dict(self._entry("dataset_zoos", key, "dataset zoo"))
+
+    def d2nwg_inputs(self) -> dict[str, Any]:
+        """``d2nwg_experiment``'s inputs from ``generators.d2nwg``: ``zoo_config``, ``config`` and the evaluation
+        settings (``n_samples``, ``shots``, ``shot_grid``, ``ablations``, ``seen_limit``)."""
+        st = self.generator_settings("d2nwg")
+        out: dict[str, Any] = {"zoo_config": self.dataset_zoo(st.get("zoo", "datasets")),
+                               "config": D2NWGConfig.from_dict(st.get("config", {}))}
+        for key, cast in (("n_samples", int), ("shots", int), ("shot_grid", tuple), ("ablations", tuple),
+                          ("seen_limit", lambda v: None if v is None else int(v))):
+            if key in st:
+                out[key] = cast(st[key])
+        return out
+
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""
         if key not in self.zoos:
@@ -111,7 +129,7 @@ class Preset:
 #: A bundled preset's name (it is also the default folder name under runs/ and reports/).
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 #: Preset sections whose keys become directory names (``<run>/zoos/<key>``, ...): each must be a JSON object.
-NAMED_SECTIONS = ("zoos", "lora_zoos", "text_lora_zoos", "style_zoos", "generators")
+NAMED_SECTIONS = ("zoos", "lora_zoos", "text_lora_zoos", "style_zoos", "dataset_zoos", "generators")
 #: Other sections that must be JSON objects when present.
 OBJECT_SECTIONS = ("bench", "analysis")
 #: The key naming the preset a preset extends, and the value that removes an inherited key.
