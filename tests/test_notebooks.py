@@ -47,6 +47,16 @@ GOLDEN = {
         ("summary", "psnr_to_target", "no_lora"): (11.5, 15.0),
         ("summary", "ssim_content", "no_lora"): (0.6, 0.85),
     },
+    "07_dataset_conditioned_generation": {  # single-run bands (seed 0, 1 thread), wide: no seed sweep yet
+        ("summary", "unseen_generated_mean"): (35.0, 75.0),
+        ("summary", "unseen_prototype_mean"): (55.0, 75.0),
+        ("summary", "unseen_fewshot_probe_mean"): (60.0, 80.0),
+        ("summary", "unseen_random_mean"): (8.0, 30.0),
+        ("summary", "unseen_original_mean"): (75.0, 90.0),
+        ("summary", "seen_original_mean"): (85.0, 96.0),
+        ("summary", "seen_generated_mean"): (55.0, 92.0),
+        ("summary", "seen_selected_by_support_mean"): (75.0, 96.0),
+    },
     "04_memorization_analysis": {
         ("mlp_dense", "iou", "original", "iou_within"): (0.8, 1.0),
         ("mlp_dense", "iou", "generated", "max_iou_to_original_median"): (0.85, 1.0),

@@ -15,7 +15,9 @@ from workbench.evaluation.memorisation import median, pairwise_distances
 
 __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_table", "distance_table",
            "pairwise_distance_summary", "loss_curves", "accuracy_histogram", "novelty_plane", "embedding_scatter",
-           "trajectory_plot", "interpolation_curves", "image_grid", "style_distance_curves"]
+           "trajectory_plot", "interpolation_curves", "image_grid", "style_distance_curves", "task_bars",
+           "distance_accuracy", "meta_dataset_counts", "domain_gallery", "support_grid", "method_bars",
+           "finetune_curves", "shots_curves", "ablation_bars", "seen_scatter", "head_accuracy_bars"]
 
 
 def setup_notebook() -> None:
@@ -228,4 +230,162 @@ def style_distance_curves(frame: pd.DataFrame, title: str = "Style distance alon
                                  name=f"to {b} ({space}, {pair})"))
     fig.update_layout(title=title, xaxis_title="λ", yaxis_title="Gram distance (EfficientNet-Lite0)", height=450)
     table = mean.pivot_table(index="lambda", columns=["pair", "space"], values=["d_first", "d_second"])
+    return fig, table.round(decimals)
+
+
+# -- D2NWG (notebook 07) --------------------------------------------------------------------------------------------
+_KIND_ORDER = ("seen", "unseen_combination", "unseen_domain", "unseen_source")
+
+
+def _kind_label(kind: str) -> str:
+    return kind.replace("_", " ")
+
+
+def meta_dataset_counts(describe: pd.DataFrame, title: str = "The meta-dataset: datasets per kind and source",
+                        decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Stacked bars of datasets per kind (seen and the three held-out kinds), one colour per source; the table gives
+    per kind the datasets, sources, domains, distinct class sets and the trained heads' mean test accuracy
+    (``describe``: :meth:`DatasetZoo.describe`)."""
+    kinds = [k for k in _KIND_ORDER if k in set(describe["kind"])]
+    counts = describe.groupby(["kind", "source"]).size().unstack(fill_value=0).reindex(kinds)
+    fig = go.Figure([go.Bar(name=s, x=[_kind_label(k) for k in kinds], y=counts[s]) for s in counts.columns])
+    fig.update_layout(barmode="stack", title=title, yaxis_title="datasets", legend_title="source", height=380)
+    g = describe.groupby("kind")
+    table = pd.DataFrame({"datasets": g.size(), "sources": g["source"].nunique(), "domains": g["domain"].nunique(),
+                          "class_sets": g["classes"].apply(lambda c: len({frozenset(x.split("-")) for x in c})),
+                          "trained_head_acc_mean": g["test_acc_mean"].mean()}).reindex(kinds)
+    return fig, table.round(decimals)
+
+
+def domain_gallery(grid: torch.Tensor, domains: Sequence[str], col_labels: Sequence[str],
+                   seen_domains: Sequence[str] = (), unseen_domains: Sequence[str] = (),
+                   descriptions: Mapping[str, str] | None = None,
+                   title: str = "The same images under every domain") -> tuple[go.Figure, pd.DataFrame]:
+    """The images of one dataset under each domain (``grid``: ``domain_grid(x, domains)``, (D, N, 3, H, W)), rows
+    labelled with the domain's role in the meta-dataset; the table lists each domain's role and what it does."""
+    def role(d: str) -> str:
+        return "seen" if d in seen_domains else "held out (unseen domain)" if d in unseen_domains else "not used"
+
+    fig = image_grid(grid, [f"{d} ({role(d)})" for d in domains], col_labels, title=title)
+    table = pd.DataFrame({"domain": list(domains), "role": [role(d) for d in domains],
+                          "what it does": [(descriptions or {}).get(d, "") for d in domains]}).set_index("domain")
+    return fig, table
+
+
+def support_grid(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
+                 title: str = "Support set") -> go.Figure:
+    """A support set's images (N, 3, H, W) in [0, 1]: one row per class (``labels`` in 0..ways-1, in label order),
+    its shots along the row; rows are labelled ``label c: class name``. Classes with fewer shots are padded white."""
+    images = torch.as_tensor(images).detach().float()
+    labels = torch.as_tensor(labels).long()
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) != len(labels):
+        raise ValueError(f"expected images (N, 1 or 3, H, W) and N labels, got {tuple(images.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    ways = len(class_names)
+    per = [images[labels == c] for c in range(ways)]
+    shots = max(len(p) for p in per)
+    grid = torch.ones(ways, shots, *images.shape[1:])
+    for c, p in enumerate(per):
+        grid[c, :len(p)] = p
+    return image_grid(grid, [f"label {c}: {n}" for c, n in enumerate(class_names)],
+                      [f"shot {k + 1}" for k in range(shots)], title=title)
+
+
+def method_bars(table: pd.DataFrame, methods: Sequence[str], by: str = "kind",
+                title: str = "Held-out datasets: test accuracy per method", decimals: int = 1
+                ) -> tuple[go.Figure, pd.DataFrame]:
+    """Grouped bars of the mean (over datasets) test accuracy of each method, per group of ``by`` (the held-out
+    kind) and over all datasets; the table has one row per group and one column per method."""
+    groups = [k for k in _KIND_ORDER if k in set(table[by])] + sorted(set(table[by]) - set(_KIND_ORDER))
+    means = table.groupby(by)[list(methods)].mean().reindex(groups)
+    means.index = [_kind_label(str(k)) for k in means.index]
+    means.loc[f"all ({len(table)} datasets)"] = table[list(methods)].mean()
+    means.insert(0, "datasets", [int((table[by] == k).sum()) for k in groups] + [len(table)])
+    fig = go.Figure([go.Bar(name=m, x=list(means.index), y=means[m]) for m in methods])
+    fig.update_layout(barmode="group", title=title, yaxis_title="test accuracy (%)", height=440,
+                      legend_title="method")
+    return fig, means.round(decimals)
+
+
+def finetune_curves(curves: pd.DataFrame, title: str = "Fine-tuning from each start (mean over held-out datasets)",
+                    steps: Sequence[int] = (0, 1, 5, 25, 100), decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Test accuracy against plain SGD steps from each start (``curves``: columns dataset, start, step, test_acc, as
+    :func:`~workbench.systems.d2nwg.evaluation.finetune_table` gives them), averaged over datasets. The x axis is
+    logarithmic in step + 1 (labelled with the step), so step 0 and the first few steps stay visible; the table
+    gives the mean at ``steps`` (those in the curves)."""
+    mean = curves.groupby(["start", "step"], sort=False)["test_acc"].mean().reset_index()
+    fig = go.Figure()
+    for start, g in mean.groupby("start", sort=False):
+        fig.add_trace(go.Scatter(x=g["step"] + 1, y=g["test_acc"], mode="lines", name=str(start)))
+    ticks = [s for s in (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000) if s <= int(mean["step"].max())]
+    n = curves["dataset"].nunique() if "dataset" in curves else 1
+    fig.update_layout(title=title, yaxis_title="test accuracy (%)" + (f" (mean of {n} datasets)" if n > 1 else ""),
+                      height=420, legend_title="start")
+    fig.update_xaxes(type="log", title="SGD steps (log scale of step + 1)", tickvals=[t + 1 for t in ticks],
+                     ticktext=[str(t) for t in ticks])
+    table = mean.pivot(index="step", columns="start", values="test_acc")
+    table = table.loc[[s for s in steps if s in table.index], list(dict.fromkeys(mean["start"]))]
+    return fig, table.round(decimals)
+
+
+def shots_curves(table: pd.DataFrame, title: str = "Held-out accuracy against support shots per class",
+                 decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Accuracy (columns: methods) against the number of support examples per class (the index)."""
+    fig = go.Figure([go.Scatter(x=list(table.index), y=table[c], mode="lines+markers", name=c) for c in table])
+    fig.update_layout(title=title, yaxis_title="test accuracy (%) (mean over held-out datasets)", height=400,
+                      legend_title="method")
+    fig.update_xaxes(title="support examples per class (shots)", tickvals=list(table.index))
+    return fig, table.round(decimals)
+
+
+def ablation_bars(table: pd.DataFrame, reference: str = "full", title: str = "Recipe ablations",
+                  decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Grouped bars of each metric (columns) per ablation (rows, ``reference`` = the full recipe); the table adds
+    each metric's difference to the reference (``Δ …``, points)."""
+    fig = go.Figure([go.Bar(name=c, x=list(table.index), y=table[c]) for c in table.columns])
+    fig.update_layout(barmode="group", title=title, yaxis_title="test accuracy (%)", height=420,
+                      legend_title="metric")
+    out = table.copy()
+    if reference in table.index:
+        for c in table.columns:
+            out[f"Δ {c}"] = table[c] - table.loc[reference, c]
+    return fig, out.round(decimals)
+
+
+def seen_scatter(seen: pd.DataFrame, reference: str = "original_mean",
+                 methods: Sequence[str] = ("generated_mean", "selected_by_support", "prototype"),
+                 title: str = "Seen datasets: generated heads vs the dataset's own trained heads",
+                 decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """One point per dataset and method: its own trained heads' accuracy (x) against the method's (y), with the
+    diagonal (points on it match the trained heads). The table summarises each method over the datasets: mean,
+    mean gap to the reference and the share of datasets within 1 point of it or above."""
+    fig = go.Figure()
+    lo = float(min(seen[reference].min(), *(seen[m].min() for m in methods))) - 2
+    hi = float(max(seen[reference].max(), *(seen[m].max() for m in methods))) + 2
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line=dict(dash="dash",
+                                                                                          color="grey")))
+    rows = []
+    for m in methods:
+        fig.add_trace(go.Scatter(x=seen[reference], y=seen[m], mode="markers", name=m, text=list(seen.index),
+                                 hovertemplate="%{text}<br>trained %{x:.1f} %<br>" + m + " %{y:.1f} %"))
+        gap = seen[m] - seen[reference]
+        rows.append({"method": m, "datasets": len(seen), "mean": float(seen[m].mean()),
+                     "reference_mean": float(seen[reference].mean()), "mean_gap": float(gap.mean()),
+                     "within_1pt_or_above": float((gap >= -1.0).mean())})
+    fig.update_layout(title=title, height=460, xaxis_title=f"{reference}: the dataset's own trained heads (%)",
+                      yaxis_title="test accuracy (%)")
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig, pd.DataFrame(rows).set_index("method").round(decimals)
+
+
+def head_accuracy_bars(table: pd.DataFrame, title: str = "Test accuracy per method",
+                       decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
+    """Bars of each method's mean test accuracy on one dataset (``table``: index methods, columns ``mean``, ``min``,
+    ``max``), with whiskers from the worst to the best of its heads."""
+    fig = go.Figure(go.Bar(x=list(table.index), y=table["mean"],
+                           error_y=dict(type="data", symmetric=False, array=table["max"] - table["mean"],
+                                        arrayminus=table["mean"] - table["min"])))
+    fig.update_layout(title=title, yaxis_title="test accuracy (%) (whiskers: worst to best head)", height=400)
     return fig, table.round(decimals)

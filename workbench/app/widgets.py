@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+import html
+import json
+import time
+from typing import Any, Callable, Sequence
 
 import ipywidgets as w
 import pandas as pd
+import plotly.io as pio
 import torch
 from IPython.display import clear_output, display
 
-from workbench.app.plots import accuracy_distribution, image_grid
+from workbench.app.plots import (
+    accuracy_distribution,
+    finetune_curves,
+    head_accuracy_bars,
+    image_grid,
+    support_grid,
+)
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import interpolate_latent, interpolate_weights
 from workbench.evaluation.tables import zoo_evaluator
 from workbench.systems.cond_pdiff.style.evaluation import style_path
+from workbench.systems.d2nwg.baselines import fewshot_probe, prototype, random_heads, retrieved_head
+from workbench.systems.d2nwg.domains import DOMAINS
+from workbench.systems.d2nwg.evaluation import select_by_support, steps_to_match
+from workbench.systems.d2nwg.heads import finetune_curve, head_accuracy, train_head
+from workbench.systems.d2nwg.meta_dataset import DatasetRecipe
+from workbench.systems.d2nwg.sources import SOURCES, available_sources, load_source
 from workbench.zoo.protocol import Condition
 
-__all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp", "StyleInterpolationApp"]
+__all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp", "StyleInterpolationApp", "DatasetComposerApp",
+           "compose_recipe", "compose_and_generate", "parse_classes"]
 
 
 class _App:
@@ -253,3 +270,282 @@ class StyleInterpolationApp(_App):
     def widget(self) -> Any:
         """The assembled app."""
         return w.VBox([w.HBox([self.first, self.second]), w.HBox([self.content, self.mode]), self.lam, self.out])
+
+
+# -- D2NWG: compose a dataset, generate its classifier heads (notebook 07) -----------------------------------------
+N_SOURCE_CLASSES = 10  # every source of the meta-dataset has 10 classes (ids 0..9)
+MAX_SHOTS = 10
+
+
+def parse_classes(classes: str | Sequence[int], ways: int, n_classes: int = N_SOURCE_CLASSES) -> tuple[int, ...]:
+    """The ordered class ids of a composed dataset, from text such as ``"3,7,1,0,9"`` (commas, spaces or
+    semicolons) or a sequence of ints. ValueError (a sentence for the widget) unless they are exactly ``ways``
+    distinct integers in 0..n_classes-1."""
+    if isinstance(classes, str):
+        parts = [p for p in classes.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+        try:
+            ids = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"classes: {classes!r} is not a list of class ids; type {ways} distinct digits "
+                             f"0–{n_classes - 1} separated by commas, e.g. "
+                             f"{','.join(str(c) for c in range(ways))}") from None
+    else:
+        try:
+            ids = [int(c) for c in classes]
+        except (TypeError, ValueError):
+            raise ValueError(f"classes must be {ways} class ids 0–{n_classes - 1}, got {classes!r}") from None
+        if any(float(c) != i for c, i in zip(classes, ids)):
+            raise ValueError(f"classes must be whole numbers 0–{n_classes - 1}, got {list(classes)}")
+    if len(ids) != ways:
+        raise ValueError(f"classes: the generator makes {ways}-way heads, so give exactly {ways} classes; got "
+                         f"{len(ids)} ({ids})")
+    dup = sorted({c for c in ids if ids.count(c) > 1})
+    if dup:
+        raise ValueError(f"classes must be distinct; {dup} appear{'s' if len(dup) == 1 else ''} more than once "
+                         f"in {ids}")
+    bad = [c for c in ids if not 0 <= c < n_classes]
+    if bad:
+        raise ValueError(f"classes must be in 0–{n_classes - 1} (the sources have {n_classes} classes); {bad} "
+                         f"{'is' if len(bad) == 1 else 'are'} not")
+    return tuple(ids)
+
+
+def _source_role(zoo: Any, source: str) -> str:
+    cfg = zoo.config
+    return ("seen source" if source in cfg.sources else "held-out source" if source in cfg.unseen_sources
+            else "not in the meta-dataset")
+
+
+def _domain_role(zoo: Any, domain: str) -> str:
+    cfg = zoo.config
+    return ("seen domain" if domain in cfg.seen_domains else "held-out domain" if domain in cfg.unseen_domains
+            else "not in the meta-dataset")
+
+
+def compose_recipe(zoo: Any, source: str, classes: str | Sequence[int], domain: str) -> tuple[DatasetRecipe, str]:
+    """Validate a composed dataset against a D2NWG dataset zoo and say how new it is: ``(recipe, novelty)``. A
+    dataset of the zoo keeps its recipe; a new one gets the held-out kind of its strongest shift (a source no seen
+    dataset comes from, then a domain none is in, else a new combination of classes). ValueError: a sentence."""
+    avail = available_sources()
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r} is unknown; choose one of {[s for s, ok in avail.items() if ok]}")
+    if not avail[source]:
+        raise ValueError(f"source {source!r} needs its torchvision files, which are not on this machine; choose "
+                         f"one of {[s for s, ok in avail.items() if ok]}")
+    if domain not in DOMAINS:
+        raise ValueError(f"domain {domain!r} is unknown; choose one of {list(DOMAINS)}")
+    ids = parse_classes(classes, zoo.ways)
+    probe = DatasetRecipe(source, domain, ids)
+    if probe.name in zoo.recipes:
+        r = zoo.recipes[probe.name]
+        what = ("a seen dataset: the generator was trained on its heads" if r.seen else
+                f"a held-out dataset of the zoo ({r.kind.replace('_', ' ')}): no part of the generator saw it")
+        return r, f"{r.name} is {what}."
+    cfg = zoo.config
+    seen_sets = {frozenset(r.classes) for r in zoo.recipes.values() if r.seen and r.source == source}
+    kind = ("unseen_source" if source not in cfg.sources else "unseen_domain" if domain not in cfg.seen_domains
+            else "unseen_combination")
+    classes_note = ("a class set some seen dataset of this source has, in another label order" if frozenset(ids)
+                    in seen_sets else "a class set no seen dataset has")
+    r = DatasetRecipe(source, domain, ids, kind=kind)
+    return r, (f"{r.name} is a new dataset ({kind.replace('_', ' ')}) — source: {_source_role(zoo, source)}; "
+               f"domain: {_domain_role(zoo, domain)}; classes: {classes_note}.")
+
+
+def _support_images(zoo: Any, recipe: DatasetRecipe, shots: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of ``zoo.support(recipe, shots, seed=seed)``, in its order: the same seeded draw per class over the
+    class's training images (``zoo.images`` lists them per class in training order, as ``zoo.data`` does)."""
+    x, y = zoo.images(recipe, per_class=10 ** 9, split="train")
+    g = torch.Generator().manual_seed(seed)
+    idx, start = [], 0
+    for c in range(len(recipe.classes)):
+        n = int((y == c).sum())
+        idx.append(start + torch.randperm(n, generator=g)[:shots])
+        start += n
+    idx = torch.cat(idx)
+    return x[idx], y[idx]
+
+
+def compose_and_generate(results: Any, source: str, classes: str | Sequence[int], domain: str, shots: int, *,
+                         n: int = 10, seed: int = 0, steps: Sequence[int] = (0, 1, 5, 25, 100),
+                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Compose a dataset (source, ordered classes, domain), draw ``shots`` support images per class from its
+    training split, generate ``n`` heads with the fitted D2NWG generator of ``results`` (a ``D2NWGResults``), and
+    score them on the dataset's test split beside every start that needs no diffusion — random initialisation, the
+    retrieved seen head (as is and with rows matched), the class-prototype head, a linear probe on the support set —
+    and, as the ceiling, a probe trained on the full training split (and the zoo's own heads where it has them).
+    Then fine-tune from the generated head picked on the support set, from random and from the prototype.
+
+    Returns a dict: ``recipe``, ``novelty`` (a sentence), ``nearest_seen``, ``support`` (a SupportSet), ``images`` and
+    ``labels`` (the support images), ``accuracy`` (per method: heads, mean, min, max, percent), ``curves`` (long:
+    start, step, test_acc), ``curve_table`` (mean at ``steps``), ``steps_to_match``, ``figures`` (``support``,
+    ``accuracy``, ``curves``), ``summary`` (a sentence) and ``seconds``. Bad inputs raise ValueError with a sentence
+    (the widget shows it). ``progress`` receives a short message before each stage."""
+    say = progress or (lambda _m: None)
+    t0 = time.perf_counter()
+    zoo, gen = results.zoo, results.generator
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
+        raise ValueError(f"shots must be a whole number from 1 to {MAX_SHOTS} (support images per class), got "
+                         f"{shots!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive whole number of heads to generate, got {n!r}")
+    recipe, novelty = compose_recipe(zoo, source, classes, domain)
+    cached = (zoo.root / "features" / f"{recipe.source}.{recipe.domain}.safetensors").exists()
+    say(f"loading {recipe.source} under {recipe.domain}" + ("" if cached else
+        " (not in the zoo: computing its backbone features once, which takes a while on a CPU)"))
+    d = zoo.data(recipe)
+    support = zoo.support(recipe, shots, seed=seed)
+    images, labels = _support_images(zoo, recipe, shots, seed)
+    if not torch.equal(labels, support.labels):  # the draw is the zoo's; a mismatch means zoo.support changed
+        raise RuntimeError("the support images do not follow zoo.support's draw: update _support_images")
+    ways = support.ways
+
+    say(f"generating {n} heads from {shots} image{'s' if shots != 1 else ''} per class")
+    generated = gen.sample(support, n, seed=seed)
+    selected = generated[select_by_support(generated, support)][None]
+    retrieved, nearest = retrieved_head(gen, zoo, support)
+    matched, _ = retrieved_head(gen, zoo, support, match_rows=True)
+    say("scoring the baselines")
+    heads = {"generated": generated, "generated (picked on support)": selected,
+             "random": random_heads(n, gen.in_features, ways, seed=seed), "retrieval": retrieved[None],
+             "retrieval (rows matched)": matched[None], "prototype": prototype(support)[None],
+             "few-shot probe": fewshot_probe(support, seed=seed)[None],
+             "probe on the full training split": train_head(d.x_train, d.y_train, ways, seed=seed)[None]}
+    rows = []
+    for name, v in heads.items():
+        a = head_accuracy(v, d.x_test, d.y_test, ways)
+        rows.append({"method": name, "heads": len(a), "mean": float(a.mean()), "min": float(a.min()),
+                     "max": float(a.max())})
+    if recipe.name in zoo.recipes:
+        a = zoo.accuracies(recipe.name)
+        rows.append({"method": "zoo's trained heads", "heads": len(a), "mean": float(a.mean()), "min": float(a.min()),
+                     "max": float(a.max())})
+    accuracy = pd.DataFrame(rows).set_index("method")
+
+    say(f"fine-tuning for {max(steps)} SGD steps from the generated, random and prototype heads")
+    starts = {"generated": selected[0], "random": heads["random"][0], "prototype": heads["prototype"][0]}
+    curves = pd.DataFrame([{"dataset": recipe.name, "start": label, "step": s, "test_acc": acc}
+                           for label, v in starts.items()
+                           for s, acc in finetune_curve(v, (d.x_train, d.y_train), (d.x_test, d.y_test), ways,
+                                                        steps=steps, seed=seed, every_step=True).items()])
+    k = steps_to_match(curves)
+    class_names = load_source(recipe.source, n_per_class=1, seed=0).class_names
+    names = [class_names[c] for c in recipe.classes]
+    title = f"{recipe.source} / {recipe.domain}: classes {', '.join(names)}"
+    fig_support = support_grid(images, labels, names, title=f"Support set ({shots} per class, training split) — "
+                                                            f"{title}")
+    fig_acc, _ = head_accuracy_bars(accuracy, title=f"Test accuracy — {title}")
+    fig_curves, curve_table = finetune_curves(curves, steps=steps, title=f"Fine-tuning — {title}")
+    g, p = accuracy.loc["generated", "mean"], accuracy.loc["prototype", "mean"]
+    summary = (f"{novelty} Generated heads: {g:.1f} % on average (best {accuracy.loc['generated', 'max']:.1f} %, "
+               f"picked on the support set {accuracy.loc['generated (picked on support)', 'mean']:.1f} %) vs prototype "
+               f"{p:.1f} %, few-shot probe {accuracy.loc['few-shot probe', 'mean']:.1f} %, random "
+               f"{accuracy.loc['random', 'mean']:.1f} %; nearest seen dataset {nearest}. Fine-tuning from the "
+               f"generated head reaches random's {max(steps)}-step accuracy "
+               + (f"after {k} step{'s' if k != 1 else ''}." if k is not None else f"in none of the {max(steps)} steps."))
+    return {"recipe": recipe, "novelty": novelty, "nearest_seen": nearest, "support": support, "images": images,
+            "labels": labels, "accuracy": accuracy, "curves": curves, "curve_table": curve_table,
+            "steps_to_match": k, "figures": {"support": fig_support, "accuracy": fig_acc, "curves": fig_curves},
+            "summary": summary, "seconds": time.perf_counter() - t0}
+
+
+def _figure_output(fig: Any) -> dict:
+    """An Output widget entry for a plotly figure: plotly's JSON mimetype (JupyterLab) and an HTML div that uses the
+    plotly.js the notebook renderer loaded (the HTML report). Built here rather than through the figure's
+    ``_repr_mimebundle_``, which re-embeds all of plotly.js (~5 MB) in the notebook on every call."""
+    spec = json.loads(pio.to_json(fig, validate=False))
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"application/vnd.plotly.v1+json": {**spec, "config": {"plotlyServerURL": "https://plot.ly"}},
+                     "text/html": pio.to_html(fig, full_html=False, include_plotlyjs=False),
+                     "text/plain": f"<plotly figure: {fig.layout.title.text or 'untitled'}>"}}
+
+
+def _table_output(table: pd.DataFrame) -> dict:
+    return {"output_type": "display_data", "data": {"text/plain": repr(table), "text/html": table._repr_html_()},
+            "metadata": {}}
+
+
+def _text_output(text: str, colour: str | None = None) -> dict:
+    style = f" style='color:{colour}'" if colour else ""
+    return {"output_type": "display_data", "data": {"text/plain": text,
+                                                    "text/html": f"<p{style}>{html.escape(text)}</p>"},
+            "metadata": {}}
+
+
+class DatasetComposerApp(_App):
+    """D2NWG: compose a dataset — source, ``ways`` ordered classes, domain, shots — and see its support images, the
+    heads generated for it against every baseline, and fine-tuning from them (:func:`compose_and_generate`).
+
+    The output area is written directly (``Output.outputs``), so the first display fills it (with the first
+    held-out dataset of the zoo, or ``source``/``classes``/``domain``) and headless runs never capture output."""
+
+    def __init__(self, results: Any, *, source: str | None = None, classes: str | Sequence[int] | None = None,
+                 domain: str | None = None, shots: int = 5, n: int = 10, seed: int = 0) -> None:
+        self.results = results
+        zoo = results.zoo
+        start = zoo.recipe(zoo.names("unseen")[0]) if zoo.names("unseen") else next(iter(zoo.recipes.values()))
+        sources = [s for s, ok in available_sources().items() if ok]
+        self.source = w.Dropdown(options=[(f"{s} ({_source_role(zoo, s)})", s) for s in sources],
+                                 value=source or start.source, description="source",
+                                 layout=w.Layout(width="auto"))
+        self.classes = w.Text(value=classes if isinstance(classes, str) else ",".join(
+            str(c) for c in (classes or start.classes)), description="classes",
+            placeholder=f"{zoo.ways} distinct digits, e.g. {','.join(str(c) for c in range(zoo.ways))}")
+        self.domain = w.Dropdown(options=[(f"{d} ({_domain_role(zoo, d)})", d) for d in DOMAINS],
+                                 value=domain or start.domain, description="domain", layout=w.Layout(width="auto"))
+        self.shots = w.IntSlider(value=shots, min=1, max=MAX_SHOTS, description="shots")
+        self.n = w.IntSlider(value=n, min=1, max=64, description="heads")
+        self.seed = w.IntText(value=seed, description="seed", layout=w.Layout(width="180px"))
+        self.label = "Generate heads for this dataset"
+        self.button = w.Button(description=self.label, button_style="primary", icon="play",
+                               layout=w.Layout(width="auto"))
+        self.status = w.HTML(value="")
+        self.out = w.Output()
+        self.button.on_click(lambda _b: self.run())
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.table: pd.DataFrame | None = None
+
+    def _progress(self, message: str) -> None:
+        self.status.value = f"<i>⏳ {html.escape(message)} …</i>"
+
+    def compute(self) -> pd.DataFrame:
+        """Compose and generate with the current controls; sets ``result`` and ``table`` (draws nothing)."""
+        self.result = compose_and_generate(self.results, self.source.value, self.classes.value, self.domain.value,
+                                           self.shots.value, n=self.n.value, seed=self.seed.value,
+                                           progress=self._progress)
+        self.table = self.result["accuracy"]
+        return self.table
+
+    def run(self) -> pd.DataFrame | None:
+        """The button's callback: disable the button, compute (the status line follows the stages), then redraw
+        the output area; a bad input shows its message there instead of a traceback."""
+        self.button.disabled, self.button.description = True, "Working …"
+        self.error = None
+        try:
+            self.compute()
+        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            self.result, self.table = None, None
+        finally:
+            self.button.disabled, self.button.description = False, self.label
+        self._draw()
+        return self.table
+
+    def _draw(self) -> None:
+        if self.error is not None:
+            self.status.value = ""
+            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
+            return
+        r = self.result
+        self.status.value = f"<span style='color:green'>done in {r['seconds']:.1f} s</span>"
+        self.out.outputs = (_text_output(r["summary"]), _figure_output(r["figures"]["support"]),
+                            _figure_output(r["figures"]["accuracy"]), _table_output(r["accuracy"].round(1)),
+                            _figure_output(r["figures"]["curves"]), _table_output(r["curve_table"]))
+
+    def widget(self) -> Any:
+        """The assembled app (computed with the initial controls on first use, so it never shows empty)."""
+        if self.result is None and self.error is None:
+            self.run()
+        return w.VBox([w.HBox([self.source, self.domain]), self.classes, w.HBox([self.shots, self.n, self.seed]),
+                       w.HBox([self.button, self.status]), self.out])
