@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from workbench.app.presets import load_preset
+from workbench.core.config import offset_seed
+from workbench.core.paths import seeded_path
 from workbench.core.train_loop import LoopConfig
 from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
-from workbench.core.config import offset_seed
-from workbench.core.paths import seeded_path
 from workbench.systems.cond_pdiff.experiment import cond_experiment, seeded_config
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 

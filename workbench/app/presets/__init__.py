@@ -109,12 +109,15 @@ class Preset:
 
     def d2nwg_inputs(self) -> dict[str, Any]:
         """``d2nwg_experiment``'s inputs from ``generators.d2nwg``: ``zoo_config``, ``config`` and the evaluation
-        settings (``n_samples``, ``shots``, ``shot_grid``, ``ablations``, ``seen_limit``)."""
+        settings (``n_samples``, ``shots``, ``shot_grid``, ``ablations``, ``seen_limit``, ``ablation_seen_limit``,
+        ``ablation_steps``, ``finetune_lr``)."""
         st = self.generator_settings("d2nwg")
         out: dict[str, Any] = {"zoo_config": self.dataset_zoo(st.get("zoo", "datasets")),
                                "config": D2NWGConfig.from_dict(st.get("config", {}))}
+        optional_int = lambda v: None if v is None else int(v)  # noqa: E731
         for key, cast in (("n_samples", int), ("shots", int), ("shot_grid", tuple), ("ablations", tuple),
-                          ("seen_limit", lambda v: None if v is None else int(v))):
+                          ("seen_limit", optional_int), ("ablation_seen_limit", optional_int),
+                          ("ablation_steps", optional_int), ("finetune_lr", float)):
             if key in st:
                 out[key] = cast(st[key])
         return out

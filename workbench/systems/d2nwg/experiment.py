@@ -19,6 +19,7 @@ from workbench.systems.d2nwg.evaluation import (
     reading,
     seen_table,
     shots_table,
+    steps_to_match,
     summarise,
     unseen_table,
 )
@@ -39,6 +40,13 @@ def seeded_configs(zoo_config: DatasetZooConfig, config: D2NWGConfig, seed: int)
     return offset_seed(zoo_config, seed, stride=1_000_003), replace(
         config, vae_train=offset_seed(config.vae_train, seed), align_train=offset_seed(config.align_train, seed),
         diffusion_train=offset_seed(config.diffusion_train, seed))
+
+
+def _spread(names: list[str], limit: int | None) -> list[str]:
+    """``limit`` names spread evenly over ``names`` (all of them for None)."""
+    if limit is None or limit >= len(names):
+        return list(names)
+    return list(names[:: max(1, len(names) // max(1, limit))][:limit])
 
 
 def ablation_config(config: D2NWGConfig, name: str) -> D2NWGConfig:
@@ -64,6 +72,7 @@ class D2NWGResults:
     summary: dict
     reading: list[str]
     heads: dict = field(repr=False, default_factory=dict)
+    curves_adam: pd.DataFrame | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     shots_used: int = 5
     n_samples: int = 10
@@ -72,8 +81,10 @@ class D2NWGResults:
 
 def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir: str | Path, *, n_samples: int = 10,
                      shots: int = 5, shot_grid: Sequence[int] = (1, 5, 10),
-                     finetune_steps: Sequence[int] = (0, 1, 5, 25, 100), finetune_lr: float = 0.02, ablations: Sequence[str] = ABLATIONS,
-                     seen_limit: int | None = None, seed: int = 0, progress: bool = True) -> D2NWGResults:
+                     finetune_steps: Sequence[int] = (0, 1, 5, 25, 100), finetune_lr: float = 0.01, ablations: Sequence[str] = ABLATIONS,
+                     seen_limit: int | None = None, ablation_seen_limit: int | None = None,
+                     ablation_steps: int | None = None, seed: int = 0,
+                     progress: bool = True) -> D2NWGResults:
     """Run the whole D2NWG study in ``run_dir`` (``zoo/``, ``generator/``, ``ablations/<name>/``, with ``_seed<k>``
     for seed k > 0; everything resumes). ``seed`` moves the heads' and the generator's training (the datasets stay)
     and the support draws and samples. ``seen_limit`` evaluates that many seen datasets, spread evenly over them (the ci preset)."""
@@ -84,33 +95,46 @@ def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir:
         zoo = collect_dataset_zoo(zoo_config, run_dir / seeded_name("zoo", seed), progress=progress)
     with watch("generator"):
         gen = fit_or_load_d2nwg(zoo, config, run_dir / seeded_name("generator", seed), progress=progress)
-    seen_names = gen.seen if seen_limit is None else gen.seen[:: max(1, len(gen.seen) // max(1, seen_limit))][:seen_limit]
+    seen_names = _spread(gen.seen, seen_limit)
+    ablation_seen = _spread(seen_names, ablation_seen_limit)
     with watch("evaluation"):
         regressor = fit_regressor(gen, zoo, shots=shots, seed=seed)
         unseen, heads = unseen_table(gen, zoo, shots=shots, n_samples=n_samples, seed=seed, regressor=regressor)
         seen = seen_table(gen, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=seen_names)
     with watch("finetune"):
         curves = finetune_table(zoo, heads, steps=finetune_steps, lr=finetune_lr, seed=seed)
+        # the same starts under Adam: how much a start saves depends on the optimiser (reported beside SGD)
+        curves_adam = finetune_table(zoo, heads, steps=finetune_steps, lr=3e-3, seed=seed, optimizer="adam")
     with watch("shots"):
         shot_rows = shots_table(gen, zoo, shot_grid, n_samples=n_samples, seed=seed)
     summary = summarise(unseen, seen, curves, steps=finetune_steps)
-    rows = [{"ablation": "full", "unseen_generated_mean": summary["unseen_generated_mean"],
-             "unseen_selected_by_support_mean": summary["unseen_selected_by_support_mean"],
-             "seen_generated_mean": summary["seen_generated_mean"]}]
-    for name in ablations:
-        with watch(f"ablation_{name}"):
-            cfg = ablation_config(config, name)
-            same_vae = stage1_settings(cfg) == stage1_settings(config)  # only later stages change: the frozen β-VAE is shared
-            g = fit_or_load_d2nwg(zoo, cfg, run_dir / seeded_name("ablations", seed) / name, progress=progress,
-                                  reuse_vae=gen if same_vae else None)
-            u, _ = unseen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed)
-            s = seen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=seen_names)
-        rows.append({"ablation": name, "unseen_generated_mean": float(u["generated_mean"].mean()),
-                     "unseen_selected_by_support_mean": float(u["selected_by_support"].mean()),
-                     "seen_generated_mean": float(s["generated_mean"].mean())})
-    ablation_table = pd.DataFrame(rows).set_index("ablation")
+    summary["finetune_steps_to_match_adam"] = steps_to_match(curves_adam)
+    summary["finetune_mean_adam"] = summarise(unseen, seen, curves_adam, steps=finetune_steps)["finetune_mean"]
+    rows = []
+    if ablations:
+        # a fair comparison: every row (the full recipe too) at the ablations' diffusion budget, scored on the same
+        # held-out datasets and the same seen subset
+        base = config if ablation_steps is None else replace(
+            config, diffusion_train=replace(config.diffusion_train, steps=ablation_steps))
+        for name in ("full", *ablations):
+            with watch(f"ablation_{name}"):
+                cfg = base if name == "full" else ablation_config(base, name)
+                if name == "full" and base == config:
+                    g = gen
+                else:
+                    same_vae = stage1_settings(cfg) == stage1_settings(config)  # the frozen β-VAE is shared
+                    g = fit_or_load_d2nwg(zoo, cfg, run_dir / seeded_name("ablations", seed) / name,
+                                          progress=progress, reuse_vae=gen if same_vae else None)
+                u, _ = unseen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed)
+                s = seen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=ablation_seen)
+            rows.append({"ablation": name, "unseen_generated_mean": float(u["generated_mean"].mean()),
+                         "unseen_selected_by_support_mean": float(u["selected_by_support"].mean()),
+                         "seen_generated_mean": float(s["generated_mean"].mean()),
+                         "diffusion_steps": cfg.diffusion_train.steps})
+    ablation_table = pd.DataFrame(rows, columns=["ablation", "unseen_generated_mean", "unseen_selected_by_support_mean",
+                                                 "seen_generated_mean", "diffusion_steps"]).set_index("ablation")
     seconds = {**watch.seconds, "total": watch.total}
     summary = {**summary, "n_datasets_seen": len(zoo.names("seen"))}
     return D2NWGResults(zoo=zoo, generator=gen, unseen=unseen, seen=seen, curves=curves, shots=shot_rows,
                         ablations=ablation_table, summary=summary, reading=reading(summary, ablation_table),
-                        heads=heads, seconds=seconds, shots_used=shots, n_samples=n_samples, regressor=regressor)
+                        heads=heads, curves_adam=curves_adam, seconds=seconds, shots_used=shots, n_samples=n_samples, regressor=regressor)

@@ -340,7 +340,7 @@ class D2NWG:
             draws = None
             module = nn.ModuleDict({"denoiser": self.denoiser, "encoder": self.encoder})
 
-        per = 8  # members per drawn dataset when the encoder trains here: one support encoding serves eight
+        per = 16  # members per drawn dataset when the encoder trains here: one support encoding serves sixteen
 
         def diff_loss(g: torch.Generator) -> tuple[torch.Tensor, dict]:
             if draws is not None:

@@ -89,16 +89,18 @@ def train_head(x: torch.Tensor, y: torch.Tensor, ways: int, *, steps: int = 100,
 
 def finetune_curve(start: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
                    test: tuple[torch.Tensor, torch.Tensor], ways: int, *, steps: Sequence[int] = (0, 1, 5, 25, 100),
-                   lr: float = 0.05, batch_size: int = 32, seed: int = 0, every_step: bool = False
-                   ) -> dict[int, float]:
-    """Test accuracy (percent) after each number of plain SGD steps (minibatches of the training split) from
-    ``start``; with ``every_step`` the accuracy after every step up to ``max(steps)``. The minibatch stream is
-    seeded, so every start sees the same batches."""
+                   lr: float = 0.01, batch_size: int = 32, seed: int = 0, every_step: bool = False,
+                   optimizer: str = "sgd") -> dict[int, float]:
+    """Test accuracy (percent) after each number of steps (minibatches of the training split) from ``start``:
+    plain SGD, or Adam with ``optimizer="adam"``; with ``every_step`` the accuracy after every step up to
+    ``max(steps)``. The minibatch stream is seeded, so every start sees the same batches."""
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer={optimizer!r}: use 'sgd' or 'adam'")
     x, y = train
     xt, yt = test
     g = torch.Generator().manual_seed(seed)
     v = start.detach().clone().float().requires_grad_(True)
-    opt = torch.optim.SGD([v], lr=lr)
+    opt = torch.optim.SGD([v], lr=lr) if optimizer == "sgd" else torch.optim.Adam([v], lr=lr)
     want = set(range(max(steps) + 1)) if every_step else set(steps)
     out = {0: float(head_accuracy(v.detach(), xt, yt, ways)[0])} if 0 in want else {}
     for step in range(1, max(steps) + 1):
