@@ -16,6 +16,7 @@ from workbench.evaluation.tables import evaluation_table
 from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load
 from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.d2nwg.experiment import d2nwg_experiment
 from workbench.systems.pdiff.seeds import seeds_evaluation
 from workbench.zoo import collect
 from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo
@@ -90,3 +91,12 @@ def cond_run(zoo, cache: Path, seed: int = 0) -> tuple[Any, dict[str, float]]:
     metrics["seen_generated_minus_original"] = metrics["seen_generated_mean"] - metrics["seen_original_mean"]
     metrics["swap_below_generated"] = metrics["seen_generated_mean"] - metrics["swap_generated_mean"]
     return gen, {"result": res, **metrics}
+
+
+def d2nwg_run(root: Path, seed: int = 0) -> dict[str, float]:
+    """Notebook 07's experiment on the ci preset for ``seed``: its summary's figures (percent)."""
+    res = d2nwg_experiment(**load_preset("ci").d2nwg_inputs(), run_dir=root, seed=seed, progress=False)
+    keys = ("unseen_generated_mean", "unseen_selected_by_support_mean", "unseen_prototype_mean",
+            "unseen_fewshot_probe_mean", "unseen_random_mean", "unseen_retrieval_mean", "unseen_regressor_mean",
+            "unseen_original_mean", "seen_generated_mean", "seen_selected_by_support_mean", "seen_original_mean")
+    return {k: float(res.summary[k]) for k in keys}

@@ -43,11 +43,21 @@ def measure(seed: int) -> dict:
     return out
 
 
+def measure_d2nwg(seed: int) -> dict:
+    """The D2NWG figures of notebook 07's ci run for one seed (``golden.d2nwg_run``)."""
+    out: dict = {"seed": seed, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out["d2nwg"] = golden.d2nwg_run(Path(tmp), seed)
+        out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
 def summarise(paths: list[str]) -> dict:
     """min / max / mean / std per metric over every recorded run."""
     rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
     out: dict = {"runs": [(r["seed"], r["threads"]) for r in rows]}
-    for section in ("pdiff", "seeds", "cond"):
+    for section in [k for k, v in rows[0].items() if isinstance(v, dict)]:
         for k in rows[0][section]:
             v = torch.tensor([r[section][k] for r in rows], dtype=torch.float64)
             out[f"{section}.{k}"] = {"min": round(float(v.min()), 3), "max": round(float(v.max()), 3),
@@ -72,6 +82,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     ap.add_argument("--out", default=None)
     ap.add_argument("--summarise", nargs="*", default=None)
+    ap.add_argument("--system", choices=("golden", "d2nwg"), default="golden",
+                    help="golden: p-diff, seeds and Cond P-Diff (tests/golden.py); d2nwg: notebook 07's ci run")
     args = ap.parse_args()
     if args.summarise:
         stats = summarise(args.summarise)
@@ -84,7 +96,7 @@ def main() -> None:
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     for s in args.seeds:
-        line = json.dumps(measure(s))
+        line = json.dumps(measure(s) if args.system == "golden" else measure_d2nwg(s))
         print(line, flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
