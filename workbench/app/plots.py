@@ -342,14 +342,16 @@ def shots_curves(table: pd.DataFrame, title: str = "Held-out accuracy against su
 
 def ablation_bars(table: pd.DataFrame, reference: str = "full", title: str = "Recipe ablations",
                   decimals: int = 1) -> tuple[go.Figure, pd.DataFrame]:
-    """Grouped bars of each metric (columns) per ablation (rows, ``reference`` = the full recipe); the table adds
-    each metric's difference to the reference (``Δ …``, points)."""
-    fig = go.Figure([go.Bar(name=c, x=list(table.index), y=table[c]) for c in table.columns])
+    """Grouped bars of each accuracy metric (the ``*_mean`` columns) per ablation (rows, ``reference`` = the full
+    recipe); the table adds each metric's difference to the reference (``Δ …``, points) and keeps the other columns
+    (e.g. the diffusion budget)."""
+    metrics = [c for c in table.columns if c.endswith("_mean")]
+    fig = go.Figure([go.Bar(name=c, x=list(table.index), y=table[c]) for c in metrics])
     fig.update_layout(barmode="group", title=title, yaxis_title="test accuracy (%)", height=420,
                       legend_title="metric")
     out = table.copy()
     if reference in table.index:
-        for c in table.columns:
+        for c in metrics:
             out[f"Δ {c}"] = table[c] - table.loc[reference, c]
     return fig, out.round(decimals)
 
