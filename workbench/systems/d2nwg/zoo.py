@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
@@ -49,6 +48,7 @@ from workbench.zoo.lora.engine import (
     LossFn,
     collect_conditions,
     head_name,
+    minibatch_cross_entropy,
     read_condition,
     read_timings,
     reset_lora,
@@ -222,12 +222,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
 
     def loss(i: int, name: str) -> LossFn:
         d = zoo.data(name)
-        g = torch.Generator().manual_seed(cfg.seed + i)
-
-        def cross_entropy(m: nn.Module, step: int) -> torch.Tensor:
-            idx = torch.randint(0, len(d.y_train), (min(cfg.batch_size, len(d.y_train)),), generator=g)
-            return F.cross_entropy(m(d.x_train[idx]), d.y_train[idx])
-        return cross_entropy
+        return minibatch_cross_entropy(d.x_train, d.y_train, cfg.batch_size, cfg.seed + i)
 
     def rows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
         d = zoo.data(name)
@@ -256,12 +251,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
 
         def lloss(i: int, name: str) -> LossFn:
             d = zoo.data(name, variant="lora")
-            g = torch.Generator().manual_seed(cfg.seed + i)
-
-            def cross_entropy(m: nn.Module, step: int) -> torch.Tensor:
-                idx = torch.randint(0, len(d.y_train), (min(cfg.batch_size, len(d.y_train)),), generator=g)
-                return F.cross_entropy(m(d.x_train[idx]), d.y_train[idx])
-            return cross_entropy
+            return minibatch_cross_entropy(d.x_train, d.y_train, cfg.batch_size, cfg.seed + i)
 
         def lrows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
             d = zoo.data(name, variant="lora")

@@ -17,31 +17,9 @@ styles (:mod:`workbench.systems.cond_pdiff.style.zoo`). A family supplies
 A condition's data comes from one function shared with the family's zoo reader (``feature_splits`` and
 ``token_splits`` for the task zoos), so what is trained on is what ``zoo.data(condition)`` returns.
 
-A D2NWG zoo (per dataset a LoRA/linear head on frozen EfficientNet-Lite0 features) plugs in like this::
-
-    prefix, tail, name_map = build_backbone(cfg)                    # workbench.zoo.lora.backbone
-    model = adapted_tail(cfg, tail, name_map)
-    spec = ParamSpec.select(model, ["re:lora_", f"re:^{head_name(model, cfg.n_outputs)}\\."])
-    feats = {d: dataset_split(cfg, d) for d in cfg.datasets}         # (features, labels): one function, which
-                                                                    # the zoo reader's ``data`` uses as well
-
-    def init(i, name):                                              # per-dataset start
-        torch.manual_seed(cfg.seed + i)
-        model.get_submodule(head_name(model, cfg.n_outputs)).reset_parameters()
-        reset_lora(model)
-
-    def loss(i, name):                                              # per-dataset cross-entropy on its features
-        (x, y), g = feats[name], torch.Generator().manual_seed(cfg.seed + i)
-
-        def cross_entropy(m, step):
-            idx = torch.randint(0, len(x), (cfg.batch_size,), generator=g)
-            return F.cross_entropy(m(x[idx]), y[idx])
-        return cross_entropy
-
-    start_zoo(root, cfg)
-    collect_conditions(root, cfg.datasets, model, spec, trainable=spec.names, init=init, loss=loss,
-                       rows=..., kind="dataset", folder="datasets", steps=cfg.steps, keep_last=cfg.keep_last,
-                       lr=cfg.lr, seconds=read_timings(root))
+Families using it beyond the task zoos: D2NWG's dataset zoo (:mod:`workbench.systems.d2nwg.zoo`: per dataset a
+linear head on pooled EfficientNet-Lite0 features, and a LoRA variant on ``conv_head``), whose loss callbacks are
+:func:`minibatch_cross_entropy` over each dataset's training split.
 """
 
 from __future__ import annotations
@@ -54,6 +32,7 @@ from typing import Any, Callable, Collection, Sequence
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from workbench.core.io import (
@@ -67,10 +46,22 @@ from workbench.core.io import (
 )
 from workbench.core.params import ParamSpec, check_finite
 
-__all__ = ["LossFn", "finetune", "collect_conditions", "start_zoo", "read_timings", "reset_lora", "head_name"]
+__all__ = ["LossFn", "finetune", "collect_conditions", "start_zoo", "read_timings", "reset_lora", "head_name",
+           "minibatch_cross_entropy"]
 
 LossFn = Callable[[nn.Module, int], torch.Tensor]
 """``loss_fn(model, step)``: the scalar loss of one fine-tuning step (the callback draws its own minibatch)."""
+
+
+def minibatch_cross_entropy(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> LossFn:
+    """The loss callback of a classification condition: cross-entropy on a random minibatch of (x, y) per step,
+    drawn from its own generator seeded by ``seed`` (so a condition's stream does not depend on the others)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def cross_entropy(m: nn.Module, step: int) -> torch.Tensor:
+        idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=g)
+        return F.cross_entropy(m(x[idx]), y[idx])
+    return cross_entropy
 
 
 def reset_lora(model: nn.Module) -> None:

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.io import load_tensors, read_json, save_tensors
@@ -32,6 +31,7 @@ from workbench.zoo.lora.engine import (
     LossFn,
     collect_conditions,
     head_name,
+    minibatch_cross_entropy,
     read_condition,
     read_timings,
     reset_lora,
@@ -307,12 +307,7 @@ def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: Param
 
     def loss(i: int, name: str) -> LossFn:
         x, y, _, _ = splits(tasks[i])
-        g = torch.Generator().manual_seed(cfg.seed + i)
-
-        def cross_entropy(m: nn.Module, step: int) -> torch.Tensor:
-            idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g)
-            return F.cross_entropy(m(x[idx]), y[idx])
-        return cross_entropy
+        return minibatch_cross_entropy(x, y, cfg.batch_size, cfg.seed + i)
 
     def rows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
         _, _, xte, yte = splits(tasks[i])
