@@ -29,7 +29,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
@@ -143,10 +143,12 @@ def stage1_settings(cfg: D2NWGConfig) -> dict:
     return {k: d[k] for k in keys}
 
 
-def as_support(support: Any, featurizer: ImageFeaturizer | None = None) -> SupportSet:
+def as_support(support: Any, featurizer: ImageFeaturizer | Callable[[], ImageFeaturizer] | None = None
+               ) -> SupportSet:
     """A :class:`SupportSet` from what a user has: a SupportSet; a pair ``(x, labels)`` of features (N, F) or images
     (N, C, H, W) in [0, 1]; a :class:`~workbench.data.TaskData` (its training split); or a torch Dataset of
-    (image, label) pairs. Images go through ``featurizer`` (the zoo's frozen backbone)."""
+    (image, label) pairs. Images go through ``featurizer`` (the zoo's frozen backbone), or through the one a
+    zero-argument ``featurizer()`` returns — built only when the support set holds images."""
     if isinstance(support, SupportSet):
         return support
     if isinstance(support, TaskData):
@@ -168,6 +170,8 @@ def as_support(support: Any, featurizer: ImageFeaturizer | None = None) -> Suppo
         if featurizer is None:
             raise ValueError("a support set of images needs the backbone: pass featurizer= (e.g. zoo.featurizer) or "
                              "use D2NWG.sample, which builds it")
+        if not isinstance(featurizer, ImageFeaturizer):
+            featurizer = featurizer()
         return SupportSet.from_images(x, y, featurizer)
     if x.ndim != 2:
         raise ValueError(f"support inputs are features (N, F) or images (N, C, H, W), got shape {tuple(x.shape)}")
@@ -401,7 +405,7 @@ class D2NWG:
         return self._featurizer
 
     def _support(self, support: Any) -> SupportSet:
-        s = as_support(support, self.featurizer if _has_images(support) else None)
+        s = as_support(support, lambda: self.featurizer)
         if s.features.shape[1] != self.in_features:
             raise ValueError(f"support features have {s.features.shape[1]} dimensions; this generator was fitted on "
                              f"{self.in_features}-d features of its zoo's backbone (pass images or that backbone's "
@@ -519,17 +523,6 @@ class D2NWG:
             if records is not None:
                 self.history[k] = pd.DataFrame(records)
         return self
-
-
-def _has_images(support: Any) -> bool:
-    """Whether a support argument carries raw images (so the backbone is needed)."""
-    if isinstance(support, SupportSet):
-        return False
-    if isinstance(support, TaskData):
-        return support.x_train.ndim == 4
-    if isinstance(support, (tuple, list)) and len(support) == 2:
-        return torch.as_tensor(support[0]).ndim == 4
-    return isinstance(support, torch.utils.data.Dataset)
 
 
 def fit_or_load_d2nwg(zoo: Any, config: D2NWGConfig, directory: str | Path, *, progress: bool = True,

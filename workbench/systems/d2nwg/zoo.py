@@ -375,14 +375,10 @@ class DatasetZoo:
                 x, y, tr, te = _pair_images(self.config, source, domain)
                 prefix = self.featurizer.prefix_features(x)
                 t = {"prefix_train": prefix[tr], "y_train": y[tr], "prefix_test": prefix[te], "y_test": y[te]}
-            t["pooled_train"] = self.featurizer_pooled(t["prefix_train"])
-            t["pooled_test"] = self.featurizer_pooled(t["prefix_test"])
+            t["pooled_train"] = self.featurizer.pooled(t["prefix_train"])
+            t["pooled_test"] = self.featurizer.pooled(t["prefix_test"])
             self._pairs[key] = t
         return self._pairs[key]
-
-    def featurizer_pooled(self, prefix: torch.Tensor) -> torch.Tensor:
-        """Prefix features → pooled features (the frozen tail without its head)."""
-        return self.featurizer.pooled(prefix)
 
     def recipe(self, name: str) -> DatasetRecipe:
         """The recipe of a dataset of this zoo."""
