@@ -137,7 +137,7 @@ def _restore(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA
 
 def train_module(
     module: nn.Module,
-    loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict]],
+    loss_fn: Callable[..., tuple[torch.Tensor, dict]],
     cfg: LoopConfig,
     *,
     directory: str | Path | None = None,
@@ -145,6 +145,7 @@ def train_module(
     progress: bool = True,
     desc: str | None = None,
     fingerprint: str | None = None,
+    pass_step: bool = False,
 ) -> tuple[pd.DataFrame, EMA | None]:
     """Optimise ``module`` with AdamW on ``loss_fn(generator) -> (loss, logs)`` for ``cfg.steps`` steps.
 
@@ -152,6 +153,8 @@ def train_module(
     end; calling again resumes from it (or returns at once when it is complete). Returns the loss history and the
     EMA (if any), whose shadow module holds the averaged weights. ``fingerprint`` identifies what is trained on
     (data and model settings); a checkpoint written for another fingerprint is refused, never resumed.
+    ``pass_step``: call ``loss_fn(generator, step)`` instead (losses whose data follow a schedule, e.g. RPG's
+    sweeps over token windows, must know where a resumed run stands).
     """
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
@@ -171,7 +174,8 @@ def train_module(
     module.train()
     bar = tqdm(total=cfg.steps, initial=start, desc=desc or name, disable=not progress, leave=False)
     for step in range(start, cfg.steps):
-        loss, logs = loss_fn(step_generator(cfg.seed, step))
+        gen = step_generator(cfg.seed, step)
+        loss, logs = loss_fn(gen, step) if pass_step else loss_fn(gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning rate "
                                      "or check the inputs for NaN")

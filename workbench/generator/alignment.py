@@ -8,7 +8,7 @@ layer improves), which puts the whole zoo in one basin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -30,6 +30,13 @@ class PermutationSpec:
     """For every hidden layer (a permutation group): its size and the (tensor name, axis) pairs it permutes."""
 
     groups: dict[str, tuple[int, tuple[tuple[str, int], ...]]]
+    # tensors permuted through a reshaped view: a Linear after flattening a (C, h, w) map takes C blocks of h·w
+    # inputs, viewed as (out, C, h·w) so that its axis 1 is the conv channel the group permutes
+    views: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def view(self, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensors with the views applied (the rest as they are)."""
+        return {k: (v.reshape(self.views[k]) if k in self.views else v) for k, v in params.items()}
 
     def names(self) -> set[str]:
         """Every tensor name touched by some permutation."""
@@ -51,30 +58,34 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                          "(BatchNorm, attention and residual blocks need their own permutation spec)")
     if len(layers) < 2:
         raise ValueError("a model with fewer than two weight layers has no hidden units to permute")
-    groups = {}
+    groups, views = {}, {}
     for (name, m), (next_name, nxt) in zip(layers[:-1], layers[1:]):
         axes = [(f"{name}.weight", 0), (f"{next_name}.weight", 1)]
         if m.bias is not None:
             axes.insert(1, (f"{name}.bias", 0))
         out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
         nxt_in = nxt.in_features if isinstance(nxt, nn.Linear) else nxt.in_channels
-        if out != nxt_in:  # e.g. flatten of a spatial map into a Linear: units are not one-to-one
-            raise ValueError(f"{name} has {out} outputs but {next_name} takes {nxt_in} inputs; alignment needs "
-                             "global pooling (or nothing) between them")
+        if out != nxt_in:
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)) and isinstance(nxt, nn.Linear) and nxt_in % out == 0:
+                # a flattened (C, h, w) map: channel c owns inputs c·hw … (c+1)·hw − 1 of the Linear
+                views[f"{next_name}.weight"] = (nxt.out_features, out, nxt_in // out)
+            else:
+                raise ValueError(f"{name} has {out} outputs but {next_name} takes {nxt_in} inputs; alignment needs "
+                                 "global pooling, a flatten of its channels, or nothing between them")
         groups[f"P_{name}"] = (out, tuple(axes))
-    return PermutationSpec(groups)
+    return PermutationSpec(groups, views)
 
 
 def apply_permutation(ps: PermutationSpec, perms: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor]
                       ) -> dict[str, torch.Tensor]:
     """Permute the tensors of one model (index tensors per group; missing groups stay as they are)."""
-    out = dict(params)
+    out = ps.view(params)
     for g, (_, axes) in ps.groups.items():
         if g not in perms:
             continue
         for name, axis in axes:
             out[name] = torch.index_select(out[name], axis, perms[g])
-    return out
+    return {k: v.reshape(params[k].shape) for k, v in out.items()}
 
 
 def _except(ps: PermutationSpec, perms: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor], skip: str,
@@ -97,8 +108,8 @@ def weight_matching(ps: PermutationSpec, reference: Mapping[str, torch.Tensor], 
     perms = {g: torch.arange(n) for g, (n, _) in ps.groups.items()}
     rng = np.random.default_rng(seed)
     order = list(ps.groups)
-    ref = {k: v.double() for k, v in reference.items()}
-    par = {k: v.double() for k, v in params.items()}
+    ref = {k: v.double() for k, v in ps.view(reference).items()}
+    par = {k: v.double() for k, v in ps.view(params).items()}
     for _ in range(max_iter):
         progress = False
         for g in rng.permutation(order):

@@ -17,7 +17,7 @@ __all__ = ["ArchConfig", "build_model", "count_params", "load_weights_file"]
 
 @dataclass(frozen=True)
 class ArchConfig(JSONConfig, name="arch config"):
-    """Which network to build. ``name``: ``mlp3``, ``convnet3`` or ``timm:<model name>``."""
+    """Which network to build. ``name``: ``mlp3``, ``convnet3``, ``lenet`` or ``timm:<model name>``."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -32,8 +32,8 @@ class ArchConfig(JSONConfig, name="arch config"):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "hidden", tuple(int(s) for s in self.hidden))
         object.__setattr__(self, "channels", tuple(int(s) for s in self.channels))
-        if not (self.name in ("mlp3", "convnet3") or self.name.startswith("timm:")):
-            raise ValueError(f"unknown architecture {self.name!r}: use 'mlp3', 'convnet3' or 'timm:<name>'")
+        if not (self.name in ("mlp3", "convnet3", "lenet") or self.name.startswith("timm:")):
+            raise ValueError(f"unknown architecture {self.name!r}: use 'mlp3', 'convnet3', 'lenet' or 'timm:<name>'")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
 
@@ -71,6 +71,29 @@ def _convnet3(cfg: ArchConfig) -> nn.Module:
             size //= 2
         c_in = c_out
     layers += [("gap", gap(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(c_in, cfg.num_classes))]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _lenet(cfg: ArchConfig) -> nn.Module:
+    """A LeNet-style ConvNet: conv 3×3 → ReLU → max-pool 2 per entry of ``channels``, flatten, then the MLP head
+    ``hidden`` → classes. Most of its parameters sit in the first dense layer, so a ConvNet of 100k+ parameters
+    stays cheap to train many times over (RPG's entire-model zoos); no BatchNorm, so members vectorise with vmap."""
+    if len(cfg.input_shape) != 3:
+        raise ValueError(f"lenet needs input_shape (C, H, W), got {cfg.input_shape}")
+    c_in, h, w = cfg.input_shape
+    layers: list[tuple[str, nn.Module]] = []
+    for i, c_out in enumerate(cfg.channels):
+        if min(h, w) < 2:
+            raise ValueError(f"lenet: {len(cfg.channels)} conv blocks pool a {cfg.input_shape[1:]} input below 1×1; "
+                             "use fewer channels entries or larger images")
+        layers += [(f"conv{i + 1}", nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)), (f"act{i + 1}", nn.ReLU()),
+                   (f"pool{i + 1}", nn.MaxPool2d(2))]
+        c_in, h, w = c_out, h // 2, w // 2
+    layers.append(("flatten", nn.Flatten()))
+    widths = (c_in * h * w, *cfg.hidden)
+    for i in range(len(cfg.hidden)):
+        layers += [(f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1])), (f"fact{i + 1}", nn.ReLU())]
+    layers.append((f"fc{len(cfg.hidden) + 1}", nn.Linear(widths[-1], cfg.num_classes)))
     return nn.Sequential(OrderedDict(layers))
 
 
@@ -156,6 +179,8 @@ def build_model(cfg: ArchConfig, seed: int | None = None) -> nn.Module:
         return _mlp3(cfg)
     if cfg.name == "convnet3":
         return _convnet3(cfg)
+    if cfg.name == "lenet":
+        return _lenet(cfg)
     return _timm(cfg)
 
 

@@ -167,9 +167,10 @@ class _BatchedMLP:
         delta = shifted.exp()
         norm = delta.sum(-1, keepdim=True)
         delta /= norm
-        ar = torch.arange(B)
-        loss = (norm.squeeze(-1).log() - shifted[:, ar, y]).mean(1)
-        delta[:, ar, y] -= 1.0
+        # y: (B,) shared by every member, or (M, B) — each member its own labels (per-task zoos)
+        yy = (y if y.ndim == 2 else y.expand(M, B)).unsqueeze(-1)
+        loss = (norm.squeeze(-1).log() - shifted.gather(-1, yy).squeeze(-1)).mean(1)
+        delta.scatter_add_(-1, yy, torch.full_like(yy, -1.0, dtype=delta.dtype))
         delta /= B                                                   # dL/dlogits of the batch-mean loss
         grads: list[torch.Tensor | None] = [None] * len(self.params)
         for i in reversed(range(n_rest)):
@@ -221,7 +222,8 @@ class _VmapMembers:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         logits = self.forward(tuple(self.params), x)  # (M, B, C)
-        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(self.M), reduction="none")
+        targets = y.reshape(-1) if y.ndim == 2 else y.repeat(self.M)  # (M, B) per-member labels or shared (B,)
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
         loss = per.view(self.M, -1).mean(1)
         grads = torch.autograd.grad(loss.sum(), self.params)
         sgd_step_(self.params, grads, self.bufs, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -244,6 +246,9 @@ def train_vectorized(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Train M members at once from stacked initial weights ``init`` (name → (M, *shape)).
 
+    ``y`` is (n,) — every member learns the same labels — or (M, n): member ``m`` learns ``y[m]`` (one model per
+    task, e.g. RPG's binary task codes), on the same inputs and minibatches.
+
     Returns the stacked final weights of the trained tensors and the (epochs, M) mean training loss.
     ``trainable`` (default: every parameter) selects which tensors are trained; others stay as in
     ``arch``'s model. ``arch`` may be a config or a template module (whose frozen tensors are shared).
@@ -259,17 +264,21 @@ def train_vectorized(
         members: _BatchedMLP | _VmapMembers = _BatchedMLP(names, init)
     else:
         members = _VmapMembers(model, names, init)
-    x, y = x.to(dtype), y
+    if y.ndim == 2 and y.shape[0] != members.M:
+        raise ValueError(f"per-member labels y have {y.shape[0]} rows for {members.M} members; pass (M, n) or (n,)")
+    x, n = x.to(dtype), y.shape[-1]
+    if n != len(x):
+        raise ValueError(f"{len(x)} inputs but {n} labels per member")
     history = []
-    n_steps = len(batch_schedule(len(y), cfg.batch_size, 0, cfg.data_seed))
+    n_steps = len(batch_schedule(n, cfg.batch_size, 0, cfg.data_seed))
     bar = tqdm(total=cfg.epochs * n_steps, desc=f"train {members.M} members", disable=not progress, leave=False)
     for epoch in range(cfg.epochs):
         total = torch.zeros(members.M, dtype=torch.float64)
-        for idx in batch_schedule(len(y), cfg.batch_size, epoch, cfg.data_seed):
-            loss = members.step(x[idx], y[idx], cfg)
+        for idx in batch_schedule(n, cfg.batch_size, epoch, cfg.data_seed):
+            loss = members.step(x[idx], y[..., idx], cfg)
             total += loss.detach().double() * len(idx)
             bar.update(1)
-        history.append(total / len(y))
+        history.append(total / n)
     bar.close()
     return members.state(), torch.stack(history) if history else torch.zeros(0, members.M)
 
