@@ -11,6 +11,8 @@ from workbench.generator.latent_diffusion import PDiffConfig
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig
 from workbench.systems.d2nwg.generator import D2NWGConfig
 from workbench.systems.d2nwg.zoo import DatasetZooConfig
+from workbench.systems.rpg.generator import RPGConfig
+from workbench.systems.rpg.task_zoo import TaskCodeZooConfig
 from workbench.zoo import ZooConfig
 
 BUNDLED = ["ci", "default", "glue", "resnet-bn"]
@@ -42,6 +44,11 @@ def test_bundled_preset_loads_and_every_config_parses(name):
             assert isinstance(inputs["config"], D2NWGConfig)
             assert isinstance(inputs["zoo_config"], DatasetZooConfig)
             assert DatasetZooConfig.from_dict(inputs["zoo_config"].to_dict()) == inputs["zoo_config"]
+        elif key == "rpg":
+            inputs = p.rpg_inputs()
+            assert isinstance(inputs["config"], RPGConfig) and isinstance(inputs["task_config"], RPGConfig)
+            assert isinstance(inputs["seeds_zoo"], ZooConfig) and isinstance(inputs["task_zoo"], TaskCodeZooConfig)
+            assert RPGConfig.from_dict(inputs["config"].to_dict()) == inputs["config"]
         else:
             pytest.fail(f"preset {name}: generator {key!r} has no config accessor")
     for key in p.raw.get("lora_zoos", {}):

@@ -17,7 +17,8 @@ __all__ = ["setup_notebook", "accuracy_distribution", "parameter_spread", "zoo_t
            "pairwise_distance_summary", "loss_curves", "accuracy_histogram", "novelty_plane", "embedding_scatter",
            "trajectory_plot", "interpolation_curves", "image_grid", "style_distance_curves", "task_bars",
            "distance_accuracy", "meta_dataset_counts", "domain_gallery", "support_grid", "method_bars",
-           "finetune_curves", "shots_curves", "ablation_bars", "seen_scatter", "head_accuracy_bars"]
+           "finetune_curves", "shots_curves", "ablation_bars", "seen_scatter", "head_accuracy_bars", "scale_curves",
+           "novelty_bars"]
 
 
 def setup_notebook() -> None:
@@ -391,3 +392,47 @@ def head_accuracy_bars(table: pd.DataFrame, title: str = "Test accuracy per meth
                                         arrayminus=table["mean"] - table["min"])))
     fig.update_layout(title=title, yaxis_title="test accuracy (%) (whiskers: worst to best head)", height=400)
     return fig, table.round(decimals)
+
+
+def scale_curves(curve: pd.DataFrame, title: str = "As the generated model grows: peak memory and time per step",
+                 decimals: int = 2) -> tuple[go.Figure, pd.DataFrame]:
+    """Log-log curves per generator of peak memory (MiB) and seconds per training step against the number of
+    generated parameters; a failed point (over the memory budget) is drawn as a cross at the budget's failure. The
+    table: one row per size, the two generators side by side ("failed" where a run did not finish)."""
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("peak resident memory (MiB)", "seconds per training step"))
+    colours = {"rpg": "#1f77b4", "pdiff": "#d62728"}
+    for g, part in curve.groupby("generator", sort=False):
+        ok = part[part["ok"]]
+        for col, y in ((1, "peak_rss_mb"), (2, "seconds_per_step")):
+            fig.add_trace(go.Scatter(x=ok["params"], y=ok[y], mode="lines+markers", name=g, legendgroup=g,
+                                     showlegend=col == 1, line=dict(color=colours.get(g))), row=1, col=col)
+        bad = part[~part["ok"]]
+        if len(bad):
+            fig.add_trace(go.Scatter(x=bad["params"], y=bad["peak_rss_mb"], mode="markers", name=f"{g}: failed",
+                                     marker=dict(symbol="x", size=12, color=colours.get(g)), text=bad["error"],
+                                     hovertemplate="%{text}"), row=1, col=1)
+    fig.update_xaxes(type="log", title="generated parameters")
+    fig.update_yaxes(type="log")
+    fig.update_layout(title=title, height=420)
+    rows = {}
+    for _, r in curve.iterrows():
+        row = rows.setdefault(int(r["params"]), {})
+        for k in ("peak_rss_mb", "seconds_per_step", "seconds_per_model"):
+            row[f"{r['generator']} {k}"] = round(float(r[k]), decimals) if r["ok"] and pd.notna(r.get(k)) \
+                else "failed"
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "params"
+    return fig, table
+
+
+def novelty_bars(frame: pd.DataFrame, column: str = "l2_to_nearest_aligned_median",
+                 title: str = "Distance to the nearest original, both aligned to the reference member",
+                 decimals: int = 3) -> tuple[go.Figure, pd.DataFrame]:
+    """Bars of each method's median distance to its nearest original in the aligned frame, with the originals'
+    distance to their nearest other original as the dashed reference line."""
+    ref = float(frame.loc["original", column])
+    fig = go.Figure(go.Bar(x=list(frame.index), y=frame[column]))
+    fig.add_hline(y=ref, line_dash="dash", annotation_text="originals to their nearest other original")
+    fig.update_layout(title=title, height=380, yaxis_title="L2 (aligned frame)")
+    return fig, frame.round(decimals)

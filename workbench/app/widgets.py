@@ -33,7 +33,7 @@ from workbench.systems.d2nwg.sources import SOURCES, available_sources, load_sou
 from workbench.zoo.protocol import Condition
 
 __all__ = ["SamplingApp", "InterpolationApp", "TaskPromptApp", "StyleInterpolationApp", "DatasetComposerApp",
-           "compose_recipe", "compose_and_generate", "parse_classes"]
+           "TaskCodeApp", "code_accuracy_bars", "compose_recipe", "compose_and_generate", "parse_classes"]
 
 
 class _App:
@@ -549,3 +549,90 @@ class DatasetComposerApp(_App):
             self.run()
         return w.VBox([w.HBox([self.source, self.domain]), self.classes, w.HBox([self.shots, self.n, self.seed]),
                        w.HBox([self.button, self.status]), self.out])
+
+
+def code_accuracy_bars(probe: dict) -> Any:
+    """Bars of each model family's accuracy per digit (positive digits marked), from :func:`task_code_probe`."""
+    import plotly.graph_objects as go
+    frame = probe["per_digit"]
+    labels = [f"{d}{' +' if p else ''}" for d, p in zip(frame.index, frame["positive"])]
+    fig = go.Figure([go.Bar(x=labels, y=frame[c], name=c) for c in frame.columns if c != "positive"])
+    fig.update_layout(barmode="group", height=380, yaxis_title="accuracy on the digit's test images (%)",
+                      xaxis_title="digit (+: positive under this code)",
+                      title=f"code {probe['code']} ({probe['status']}); nearest seen code {probe['nearest']} "
+                            f"(Hamming {probe['hamming']})")
+    return fig
+
+
+class TaskCodeApp(_App):
+    """RPG: toggle the 10 bits of a task code (bit d: digit d is positive), generate models for it and see their
+    accuracy per digit beside the model trained on that code (when the zoo has it) and the nearest seen code's
+    model (:func:`workbench.systems.rpg.experiment.task_code_probe`)."""
+
+    def __init__(self, run: Any, *, code: str | None = None, n: int = 8, seed: int = 0) -> None:
+        self.run_ = run
+        start = code or run.zoo.names[run.zoo.unseen_ids()[0] if run.zoo.unseen_ids() else 0]
+        self.bits = [w.ToggleButton(value=start[d] == "1", description=str(d), layout=w.Layout(width="42px"))
+                     for d in range(10)]
+        self.n = w.IntSlider(value=n, min=1, max=32, description="models", continuous_update=False)
+        self.seed = w.IntText(value=seed, description="seed", layout=w.Layout(width="180px"))
+        self.label = "Generate models for this code"
+        self.button = w.Button(description=self.label, button_style="primary", icon="play",
+                               layout=w.Layout(width="auto"))
+        self.status = w.HTML(value="")
+        self.out = w.Output()
+        self.button.on_click(lambda _b: self.run())
+        for b in self.bits:  # a figure that no longer matches the bits is marked stale until the next run
+            b.observe(lambda _c: self._stale(), names="value")
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.table: pd.DataFrame | None = None
+
+    @property
+    def code(self) -> str:
+        """The code the toggles spell, digit 0 first."""
+        return "".join("1" if b.value else "0" for b in self.bits)
+
+    def _stale(self) -> None:
+        if self.result is not None and self.result["code"] != self.code:
+            self.status.value = "<i>the figure shows another code: press the button</i>"
+
+    def compute(self) -> pd.DataFrame:
+        """Generate and score with the current toggles; sets ``result`` and ``table`` (draws nothing)."""
+        from workbench.systems.rpg.experiment import task_code_probe
+        t0 = time.perf_counter()
+        self.result = task_code_probe(self.run_, self.code, n=self.n.value, seed=self.seed.value)
+        self.result["seconds"] = time.perf_counter() - t0
+        self.table = self.result["per_digit"]
+        return self.table
+
+    def run(self) -> pd.DataFrame | None:
+        """The button's callback: disabled while computing; a bad code shows its message instead of a traceback."""
+        self.button.disabled, self.button.description = True, "Generating …"
+        self.error = None
+        try:
+            self.compute()
+        except Exception as e:  # shown in the app
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            self.result, self.table = None, None
+        finally:
+            self.button.disabled, self.button.description = False, self.label
+        self._draw()
+        return self.table
+
+    def _draw(self) -> None:
+        if self.error is not None:
+            self.status.value = ""
+            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
+            return
+        r = self.result
+        self.status.value = f"<span style='color:green'>done in {r['seconds']:.1f} s</span>"
+        self.out.outputs = (_figure_output(code_accuracy_bars(r)), _table_output(r["accuracy"].round(1).to_frame()),
+                            _table_output(r["per_digit"].round(1)))
+
+    def widget(self) -> Any:
+        """The assembled app (computed for the starting code on first use, so it never shows empty)."""
+        if self.result is None and self.error is None:
+            self.run()
+        return w.VBox([w.HBox(self.bits), w.HBox([self.n, self.seed]), w.HBox([self.button, self.status]),
+                       self.out])

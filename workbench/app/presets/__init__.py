@@ -29,6 +29,8 @@ from workbench.systems.cond_pdiff.generator import CondPDiffConfig
 from workbench.systems.cond_pdiff.style.zoo import StyleZooConfig
 from workbench.systems.d2nwg.generator import D2NWGConfig
 from workbench.systems.d2nwg.zoo import DatasetZooConfig
+from workbench.systems.rpg.generator import RPGConfig
+from workbench.systems.rpg.task_zoo import TaskCodeZooConfig
 from workbench.zoo.config import ZooConfig
 from workbench.zoo.lora.tasks import LoRAZooConfig
 from workbench.zoo.lora.text import TextLoRAZooConfig
@@ -121,6 +123,32 @@ class Preset:
             if key in st:
                 out[key] = cast(st[key])
         return out
+
+    def rpg_inputs(self) -> dict[str, Any]:
+        """``rpg_experiment``'s inputs from ``generators.rpg``: the seeds zoo and its RPG / aligned p-diff configs,
+        the task-code zoo and its RPG config, the scale curve's settings and the sample counts."""
+        st = self.generator_settings("rpg")
+        scale = dict(st.get("scale", {}))
+        return {
+            "seeds_zoo": ZooConfig.from_dict(st["seeds_zoo"]),
+            "config": RPGConfig.from_dict(st.get("config", {})),
+            "pdiff_config": (PDiffConfig.from_dict(st["pdiff_config"]) if st.get("pdiff_config") is not None
+                             else None),
+            "n_samples": int(st.get("n_samples", 50)),
+            "task_zoo": TaskCodeZooConfig.from_dict(st.get("task_zoo", {})),
+            "task_config": RPGConfig.from_dict(st.get("task_config", {})),
+            "n_per_code": int(st.get("n_per_code", 4)),
+            "n_seen_eval": int(st.get("n_seen_eval", 50)),
+            "largest": ({"zoo": ZooConfig.from_dict(st["largest"]["zoo"]),
+                         "config": RPGConfig.from_dict(st["largest"].get("config", {})),
+                         "n_samples": int(st["largest"].get("n_samples", 10))} if "largest" in st else None),
+            "ablations": st.get("ablations"),
+            "scale": {"sizes": tuple(int(x) for x in scale.get("sizes", ())),
+                      "n_members": int(scale.get("n_members", 8)), "steps": int(scale.get("steps", 5)),
+                      "budget_mb": float(scale.get("budget_mb", 8192)),
+                      "config": RPGConfig.from_dict(scale.get("config", {})),
+                      "pdiff_config": PDiffConfig.from_dict(scale.get("pdiff_config", {}))},
+        }
 
     def zoo(self, key: str) -> ZooConfig:
         """One zoo config by key, with a clear error naming the valid keys."""
