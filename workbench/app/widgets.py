@@ -472,7 +472,45 @@ def _text_output(text: str, colour: str | None = None) -> dict:
             "metadata": {}}
 
 
-class DatasetComposerApp(_App):
+class _ButtonApp(_App):
+    """An app driven by one button, a status line and an output area written directly (``Output.outputs``): the
+    button is disabled while it computes, a bad input shows its message in the app instead of a traceback."""
+
+    button: Any
+    status: Any
+    label: str
+    busy: str = "Working …"
+    result: dict[str, Any] | None
+    error: str | None
+
+    def run(self) -> pd.DataFrame | None:
+        """The button's callback: disable the button, compute (the status line follows the stages), then redraw
+        the output area."""
+        self.button.disabled, self.button.description = True, self.busy
+        self.error = None
+        try:
+            self.compute()
+        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            self.result, self.table = None, None
+        finally:
+            self.button.disabled, self.button.description = False, self.label
+        self._draw()
+        return self.table
+
+    def _outputs(self) -> tuple:
+        raise NotImplementedError
+
+    def _draw(self) -> None:
+        if self.error is not None:
+            self.status.value = ""
+            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
+            return
+        self.status.value = f"<span style='color:green'>done in {self.result['seconds']:.1f} s</span>"
+        self.out.outputs = self._outputs()
+
+
+class DatasetComposerApp(_ButtonApp):
     """D2NWG: compose a dataset — source, ``ways`` ordered classes, domain, shots — and see its support images, the
     heads generated for it against every baseline, and fine-tuning from them (:func:`compose_and_generate`).
 
@@ -517,31 +555,11 @@ class DatasetComposerApp(_App):
         self.table = self.result["accuracy"]
         return self.table
 
-    def run(self) -> pd.DataFrame | None:
-        """The button's callback: disable the button, compute (the status line follows the stages), then redraw
-        the output area; a bad input shows its message there instead of a traceback."""
-        self.button.disabled, self.button.description = True, "Working …"
-        self.error = None
-        try:
-            self.compute()
-        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
-            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-            self.result, self.table = None, None
-        finally:
-            self.button.disabled, self.button.description = False, self.label
-        self._draw()
-        return self.table
-
-    def _draw(self) -> None:
-        if self.error is not None:
-            self.status.value = ""
-            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
-            return
+    def _outputs(self) -> tuple:
         r = self.result
-        self.status.value = f"<span style='color:green'>done in {r['seconds']:.1f} s</span>"
-        self.out.outputs = (_text_output(r["summary"]), _figure_output(r["figures"]["support"]),
-                            _figure_output(r["figures"]["accuracy"]), _table_output(r["accuracy"].round(1)),
-                            _figure_output(r["figures"]["curves"]), _table_output(r["curve_table"]))
+        return (_text_output(r["summary"]), _figure_output(r["figures"]["support"]),
+                _figure_output(r["figures"]["accuracy"]), _table_output(r["accuracy"].round(1)),
+                _figure_output(r["figures"]["curves"]), _table_output(r["curve_table"]))
 
     def widget(self) -> Any:
         """The assembled app (computed with the initial controls on first use, so it never shows empty)."""
@@ -564,7 +582,7 @@ def code_accuracy_bars(probe: dict) -> Any:
     return fig
 
 
-class TaskCodeApp(_App):
+class TaskCodeApp(_ButtonApp):
     """RPG: toggle the 10 bits of a task code (bit d: digit d is positive), generate models for it and see their
     accuracy per digit beside the model trained on that code (when the zoo has it) and the nearest seen code's
     model (:func:`workbench.systems.rpg.experiment.task_code_probe`)."""
@@ -576,7 +594,7 @@ class TaskCodeApp(_App):
                      for d in range(10)]
         self.n = w.IntSlider(value=n, min=1, max=32, description="models", continuous_update=False)
         self.seed = w.IntText(value=seed, description="seed", layout=w.Layout(width="180px"))
-        self.label = "Generate models for this code"
+        self.label, self.busy = "Generate models for this code", "Generating …"
         self.button = w.Button(description=self.label, button_style="primary", icon="play",
                                layout=w.Layout(width="auto"))
         self.status = w.HTML(value="")
@@ -606,29 +624,10 @@ class TaskCodeApp(_App):
         self.table = self.result["per_digit"]
         return self.table
 
-    def run(self) -> pd.DataFrame | None:
-        """The button's callback: disabled while computing; a bad code shows its message instead of a traceback."""
-        self.button.disabled, self.button.description = True, "Generating …"
-        self.error = None
-        try:
-            self.compute()
-        except Exception as e:  # shown in the app
-            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-            self.result, self.table = None, None
-        finally:
-            self.button.disabled, self.button.description = False, self.label
-        self._draw()
-        return self.table
-
-    def _draw(self) -> None:
-        if self.error is not None:
-            self.status.value = ""
-            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
-            return
+    def _outputs(self) -> tuple:
         r = self.result
-        self.status.value = f"<span style='color:green'>done in {r['seconds']:.1f} s</span>"
-        self.out.outputs = (_figure_output(code_accuracy_bars(r)), _table_output(r["accuracy"].round(1).to_frame()),
-                            _table_output(r["per_digit"].round(1)))
+        return (_figure_output(code_accuracy_bars(r)), _table_output(r["accuracy"].round(1).to_frame()),
+                _table_output(r["per_digit"].round(1)))
 
     def widget(self) -> Any:
         """The assembled app (computed for the starting code on first use, so it never shows empty)."""

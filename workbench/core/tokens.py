@@ -337,8 +337,26 @@ def _chunks(vectors: torch.Tensor | Iterable[torch.Tensor]) -> Iterable[torch.Te
     return vectors
 
 
+class _SlotStats:
+    """Normalisation by a mean and std per slot of a token window (what the statistics give per slot differs)."""
+
+    def _per_slot(self, layout: TokenLayout, tokens: torch.Tensor, start: int,
+                  stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def normalise(self, layout: TokenLayout, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """(x - mean) / std per slot of tokens [start, stop) (..., stop - start, token_size); padding stays 0."""
+        mean, std, real = self._per_slot(layout, tokens, start, stop)
+        return ((tokens - mean) / std).masked_fill(~real, 0)
+
+    def denormalise(self, layout: TokenLayout, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """z * std + mean per slot: the inverse of :meth:`normalise` on real slots; padding → 0."""
+        mean, std, real = self._per_slot(layout, tokens, start, stop)
+        return (tokens * std + mean).masked_fill(~real, 0)
+
+
 @dataclass
-class LayerTokenStats:
+class LayerTokenStats(_SlotStats):
     """Per-tensor mean and std of a zoo, applied to token windows (RPG's per-layer normalisation)."""
 
     mean: torch.Tensor  # (n_layers,) float64; applied in the tokens' dtype
@@ -424,16 +442,6 @@ class LayerTokenStats:
         std = self.std.to(tokens.device, tokens.dtype).clamp(min=torch.finfo(tokens.dtype).tiny)
         return self.mean.to(tokens.device, tokens.dtype)[layers], std[layers], real
 
-    def normalise(self, layout: TokenLayout, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """(x - mean) / std per slot of tokens [start, stop) (..., stop - start, token_size); padding stays 0."""
-        mean, std, real = self._per_slot(layout, tokens, start, stop)
-        return ((tokens - mean) / std).masked_fill(~real, 0)
-
-    def denormalise(self, layout: TokenLayout, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """z * std + mean per slot: the inverse of :meth:`normalise` on real slots; padding → 0."""
-        mean, std, real = self._per_slot(layout, tokens, start, stop)
-        return (tokens * std + mean).masked_fill(~real, 0)
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to save (float64)."""
         return {"mean": self.mean.clone(), "std": self.std.clone()}
@@ -448,7 +456,7 @@ class LayerTokenStats:
 
 
 @dataclass
-class PositionTokenStats:
+class PositionTokenStats(_SlotStats):
     """Per-parameter mean and std of a zoo (p-diff's normalisation), applied to token windows.
 
     For zoos whose members share most of their weights (fine-tunes of one model, dense checkpoints) a per-tensor
@@ -515,16 +523,6 @@ class PositionTokenStats:
         mean = self.mean[lo:hi][local].to(tokens.device, tokens.dtype)
         std = self.std[lo:hi][local].to(tokens.device, tokens.dtype)
         return mean, std, real.to(tokens.device)
-
-    def normalise(self, layout: TokenLayout, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """(x - mean) / std per parameter of tokens [start, stop); padding stays 0."""
-        mean, std, real = self._per_slot(layout, tokens, start, stop)
-        return ((tokens - mean) / std).masked_fill(~real, 0)
-
-    def denormalise(self, layout: TokenLayout, tokens: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """z * std + mean per parameter: the inverse of :meth:`normalise` on real slots; padding → 0."""
-        mean, std, real = self._per_slot(layout, tokens, start, stop)
-        return (tokens * std + mean).masked_fill(~real, 0)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to save."""

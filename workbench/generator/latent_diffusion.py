@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -88,6 +89,27 @@ def check_bundle(d: Path, meta: dict, marker: str) -> None:
         if file_sha256(path) != sha:
             raise GeneratorLoadError(f"{path} was altered after the generator was saved (checksum mismatch); "
                                      "restore it, or re-fit and save again")
+
+
+def open_bundle(d: Path, marker: str, what: str) -> dict:
+    """The metadata a saved bundle's marker holds (FileNotFoundError naming ``what`` when it was never saved)."""
+    if not (d / marker).exists():
+        raise FileNotFoundError(f"no saved {what} in {d} ({marker} is missing: never saved there, or its save was "
+                                "interrupted); fit and save it again")
+    return read_json(d / marker)
+
+
+@contextmanager
+def bundle_errors(d: Path, what: str) -> Iterator[None]:
+    """Turn what a damaged bundle raises while loading (a missing key, a shape that does not fit) into one
+    :class:`GeneratorLoadError` naming the folder and the fix."""
+    try:
+        yield
+    except GeneratorLoadError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise GeneratorLoadError(f"{d} is not a consistent saved {what} ({type(e).__name__}: {str(e)[:200]}); "
+                                 "re-fit and save again") from None
 
 
 def seal_bundle(stage: Path, meta: dict, marker: str, skip: tuple[str, ...] = ("_loss.csv",)) -> None:

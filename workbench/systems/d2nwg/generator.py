@@ -58,9 +58,10 @@ from workbench.core.params import check_finite
 from workbench.core.train_loop import LoopConfig, read_history, train_module
 from workbench.data import TaskData
 from workbench.generator.latent_diffusion import (
-    GeneratorLoadError,
+    bundle_errors,
     check_bundle,
     data_fingerprint,
+    open_bundle,
     seal_bundle,
 )
 from workbench.nn.set_transformer import ClassSetEncoder, SetEncoderConfig
@@ -491,11 +492,8 @@ class D2NWG:
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "D2NWG":
         """Inverse of :meth:`save`; every file is checked against its recorded checksum."""
         d = Path(directory)
-        if not (d / MARKER).exists():
-            raise FileNotFoundError(f"no saved D2NWG generator in {d} ({MARKER} is missing: never saved there, or "
-                                    "its save was interrupted); fit and save it again")
-        meta = read_json(d / MARKER)
-        try:
+        meta = open_bundle(d, MARKER, "D2NWG generator")
+        with bundle_errors(d, "D2NWG generator"):
             check_bundle(d, meta, MARKER)
             self = cls(D2NWGConfig.from_dict(meta["config"]), device=device)
             self.ways, self.in_features = int(meta["ways"]), int(meta["in_features"])
@@ -512,11 +510,6 @@ class D2NWG:
             for k in ("row_norm", "feature_norm", "latent_norm"):
                 setattr(self, k, _Standardiser(t[f"{k}.mean"], t[f"{k}.std"]))
             self.seen_encodings = t["seen_encodings"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            if isinstance(e, GeneratorLoadError):
-                raise
-            raise GeneratorLoadError(f"{d} is not a consistent saved D2NWG generator ({type(e).__name__}: "
-                                     f"{str(e)[:200]}); re-fit and save again") from None
         for k in ("vae", "alignment", "diffusion"):
             p = d / f"{k}_loss.csv"
             records = read_history(p) if p.exists() else None

@@ -54,9 +54,10 @@ from workbench.core.tokens import (
 )
 from workbench.core.train_loop import LoopConfig, read_history, step_generator, train_module
 from workbench.generator.latent_diffusion import (
-    GeneratorLoadError,
+    bundle_errors,
     check_bundle,
     data_fingerprint,
+    open_bundle,
     seal_bundle,
 )
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
@@ -428,11 +429,8 @@ class RPG:
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "RPG":
         """Inverse of :meth:`save`; every file is checked against its recorded checksum."""
         d = Path(directory)
-        if not (d / MARKER).exists():
-            raise FileNotFoundError(f"no saved RPG generator in {d} ({MARKER} is missing: never saved there, or its "
-                                    "save was interrupted); fit and save it again")
-        meta = read_json(d / MARKER)
-        try:
+        meta = open_bundle(d, MARKER, "RPG generator")
+        with bundle_errors(d, "RPG generator"):
             check_bundle(d, meta, MARKER)
             self = cls(RPGConfig.from_dict(meta["config"]), device=device)
             self.layout = TokenLayout.from_dict(meta["layout"])
@@ -443,11 +441,6 @@ class RPG:
             self.net = _RPGNet(self.config, self.n_sources)
             self.net.load_state_dict(load_tensors(d / "weights.safetensors"))
             self.net.to(self.device).eval().requires_grad_(False)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            if isinstance(e, GeneratorLoadError):
-                raise
-            raise GeneratorLoadError(f"{d} is not a consistent saved RPG generator ({type(e).__name__}: "
-                                     f"{str(e)[:200]}); re-fit and save again") from None
         p = d / "train_loss.csv"
         records = read_history(p) if p.exists() else None
         if records is not None:
