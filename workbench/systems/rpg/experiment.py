@@ -29,6 +29,7 @@ from workbench.core.io import atomic_write_csv
 from workbench.core.paths import seeded_name
 from workbench.core.timing import Stopwatch
 from workbench.evaluation.evaluate import MemberEvaluator
+from workbench.evaluation.tables import evaluation_table
 from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load, seeded_pdiff_config
 from workbench.systems.pdiff.seeds import SeedsResult, seeds_evaluation
 from workbench.systems.rpg.evaluation import (
@@ -38,13 +39,23 @@ from workbench.systems.rpg.evaluation import (
     task_code_table,
 )
 from workbench.systems.rpg.generator import RPG, RPGConfig, fit_or_load_rpg
-from workbench.systems.rpg.task_zoo import TaskCodeZoo, TaskCodeZooConfig, collect_task_code_zoo
+from workbench.systems.rpg.scale import scale_curve
+from workbench.systems.rpg.task_zoo import (
+    TaskCodeZoo,
+    TaskCodeZooConfig,
+    code_labels,
+    code_name,
+    collect_task_code_zoo,
+    hamming,
+    parse_code,
+)
 from workbench.zoo import Zoo, ZooConfig
 from workbench.zoo.collection import collect_all
 
 __all__ = ["RPGSeedsRun", "rpg_seeds_experiment", "RPGTaskCodeRun", "rpg_task_code_experiment", "RPGResults",
-           "rpg_experiment", "summarise_rpg", "rpg_reading", "task_code_probe", "RPGLargestRun", "rpg_largest_experiment", "ABLATIONS", "ablation_config", "rpg_ablation_experiment", "RPG_STATES", "RPG_NO_STATES", "PDIFF_ALIGNED",
-           "seeded_rpg_config", "seeded_task_zoo_config", "sample_code"]
+           "rpg_experiment", "summarise_rpg", "rpg_reading", "task_code_probe", "RPGLargestRun",
+           "rpg_largest_experiment", "ABLATIONS", "ablation_config", "rpg_ablation_experiment", "RPG_STATES",
+           "RPG_NO_STATES", "PDIFF_ALIGNED", "seeded_rpg_config", "seeded_task_zoo_config", "sample_code"]
 
 
 #: The generators of the seeds experiment (table rows "generated (<name>)").
@@ -69,7 +80,7 @@ class RPGSeedsRun:
     zoo: Zoo
     generators: dict[str, RPG | PDiff]   # RPG_STATES, RPG_NO_STATES, PDIFF_ALIGNED
     samples: dict[str, torch.Tensor]
-    result: SeedsResult                  # table rows "generated (<name>)"                  # evaluation table, IoU novelty, barriers (notebook 03's evaluation)
+    result: SeedsResult                  # notebook 03's evaluation (table rows "generated (<name>)"), IoU, barriers
     aligned_novelty: pd.DataFrame        # L2 to the nearest aligned original, per method
     seconds: dict[str, float]
 
@@ -250,7 +261,6 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
                    progress: bool = False) -> RPGResults:
     """The RPG study of notebook 08 and ``bench rpg``: ``parts`` among "seeds", "tasks", "scale", "largest",
     "ablations" (which needs "tasks": it reuses the task-code zoo)."""
-    from workbench.systems.rpg.scale import scale_curve
     root, watch = Path(run_dir), Stopwatch()
     seeds_run = tasks_run = curve = None
     if "seeds" in parts:
@@ -364,7 +374,6 @@ def rpg_largest_experiment(zoo_config: ZooConfig, config: RPGConfig, root: str |
                            seed: int = 0, progress: bool = False) -> RPGLargestRun:
     """Dense checkpoints of **all** parameters of one trained model (``zoo_config``, e.g. a 1M-parameter ConvNet),
     RPG fitted on them by streaming windows, ``n_samples`` models generated and evaluated beside every baseline."""
-    from workbench.evaluation.tables import evaluation_table
     root, watch = Path(root), Stopwatch()
     with watch("zoo"):
         zoo = collect_all({zoo_config.name: zoo_config}, root, seed=seed, progress=progress)[zoo_config.name]
@@ -383,7 +392,8 @@ def rpg_reading(results: RPGResults) -> list[str]:
     """Sentences computed from the figures (never written by hand): what each experiment found."""
     s, out = results.summary, []
     if results.seeds is not None:
-        orig, gen, nost = s["seeds_original_mean"], s["seeds_generated_mean"], s["seeds_generated_no_permutation_state_mean"]
+        orig, gen = s["seeds_original_mean"], s["seeds_generated_mean"]
+        nost = s["seeds_generated_no_permutation_state_mean"]
         ratio = s["seeds_aligned_l2_ratio"]
         out.append(f"Entire models from {s['seeds_members']} independent seeds ({s['seeds_params']:,} parameters): RPG "
                    f"with a permutation state per seed generates models at {gen:.1f} % mean test accuracy against "
@@ -428,9 +438,10 @@ def rpg_reading(results: RPGResults) -> list[str]:
                        + (f"; the flat p-diff generator exceeded the memory budget at {s['pdiff_failed_at']:,} "
                           "parameters." if s.get("pdiff_failed_at") else "; p-diff finished every size."))
     if results.largest is not None:
-        out.append(f"A real {s['largest_model_params']:,}-parameter model generated whole: {s['largest_model_generated_mean']:.1f} % "
-                   f"vs {s['largest_model_original_mean']:.1f} % for its {s['largest_model_members']} dense checkpoints "
-                   f"(soup {s['largest_model_soup']:.1f} %, per-position Gaussian {s['largest_model_gaussian_mean']:.1f} %).")
+        out.append(f"A real {s['largest_model_params']:,}-parameter model generated whole: "
+                   f"{s['largest_model_generated_mean']:.1f} % vs {s['largest_model_original_mean']:.1f} % for its "
+                   f"{s['largest_model_members']} dense checkpoints (soup {s['largest_model_soup']:.1f} %, "
+                   f"per-position Gaussian {s['largest_model_gaussian_mean']:.1f} %).")
     if results.ablations is not None and "full recipe" in results.ablations.index:
         a = results.ablations
         full = float(a.loc["full recipe", "unseen_generated_mean"])
@@ -447,7 +458,6 @@ def task_code_probe(run: RPGTaskCodeRun, code: str | Sequence[int] | torch.Tenso
 
     Returns ``{"code", "status" ("seen", "held out" or "new"), "nearest", "hamming", "per_digit" (rows 0–9:
     positive?, accuracy of each model family on that digit's test images), "accuracy" (overall, per family)}``."""
-    from workbench.systems.rpg.task_zoo import code_labels, code_name, hamming, parse_code
     zoo = run.zoo
     bits = torch.tensor(parse_code(code))
     name = code_name(bits.tolist())

@@ -128,7 +128,8 @@ def as_vector_source(vectors: torch.Tensor | VectorSource) -> VectorSource:
         return TensorVectors(vectors)
     if isinstance(vectors, VectorSource):
         return vectors
-    raise TypeError(f"vectors must be an (N, P) tensor or a VectorSource (e.g. NpyVectors), got {type(vectors).__name__}")
+    raise TypeError("vectors must be an (N, P) tensor or a VectorSource (e.g. NpyVectors), got "
+                    f"{type(vectors).__name__}")
 
 
 def iter_member_chunks(source: VectorSource, chunk: int) -> Iterator[torch.Tensor]:
