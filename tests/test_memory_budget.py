@@ -1,4 +1,5 @@
-"""run_with_memory_budget: a spawned child under an address-space cap reports its value, its peak, or why it failed."""
+"""run_with_memory_budget: a spawned child under a resident-memory budget (and an address-space backstop) reports its
+value, its peak, or why it failed."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def _reserve_then_kill(mb: int) -> None:
     reserved.close()
 
 
+def _allocate_slowly_mb(n: int) -> int:
+    """Allocate n MiB in 10 MiB steps over about two seconds, so the parent samples the growth."""
+    blocks = []
+    for _ in range(n // 10):
+        blocks.append(np.ones(10 * 1024 * 1024, dtype=np.uint8))
+        time.sleep(2.0 / (n // 10))
+    return len(blocks) * 10
+
+
 def _torch_allocate_mb(n: int) -> int:
     """Allocate n MiB as a torch tensor (torch is preloaded in the child by threads=)."""
     import torch
@@ -93,13 +103,35 @@ def test_args_and_kwargs_reach_the_child():
 
 
 def test_over_budget_fails_cleanly_and_the_next_call_works():
+    # one fast allocation: over before the parent samples, caught by the child's own high-water mark
     res = run_with_memory_budget(_allocate_mb, 200, budget_mb=100, timeout_s=60)
     assert not res.ok
     assert res.exceeded_budget
     assert res.value is None
-    assert "memory budget of 100 MB exceeded" in res.error
+    assert "memory budget of 100 MB exceeded" in res.error and "resident set reached" in res.error
+    assert res.peak_rss_mb >= res.baseline_rss_mb + 100
+
+    again = run_with_memory_budget(_allocate_mb, 50, budget_mb=100, timeout_s=60)
+    assert again.ok and again.value == 50
+
+
+def test_slow_growth_is_stopped_by_the_parent_near_the_budget():
+    t0 = time.perf_counter()
+    res = run_with_memory_budget(_allocate_slowly_mb, 400, budget_mb=100, timeout_s=60)
+    assert not res.ok and res.exceeded_budget
+    assert "the child was stopped" in res.error
+    # stopped within a sample or two of passing the budget, long before the 400 MiB (and the 2 s) were reached
+    assert res.peak_rss_mb < res.baseline_rss_mb + 100 + 60
+    assert time.perf_counter() - t0 < 30
+
+
+def test_address_space_backstop_fails_one_huge_allocation_inside_the_child():
+    res = run_with_memory_budget(_allocate_mb, 200, budget_mb=100, address_space_mb=150, timeout_s=60)
+    assert not res.ok and res.exceeded_budget
     assert "MemoryError" in res.error
-    assert res.peak_rss_mb < 200  # the allocation never became resident
+    assert res.peak_rss_mb < res.baseline_rss_mb + 150  # the allocation never became resident
+    with pytest.raises(ValueError, match="address_space_mb"):
+        run_with_memory_budget(_allocate_mb, 1, budget_mb=100, address_space_mb=50)
 
     again = run_with_memory_budget(_allocate_mb, 50, budget_mb=100, timeout_s=60)
     assert again.ok and again.value == 50
@@ -126,22 +158,22 @@ def test_child_killed_by_signal():
     assert "signal 9" in res.error and "SIGKILL" in res.error
 
 
-def test_child_killed_near_the_cap_counts_as_over_budget():
-    res = run_with_memory_budget(_reserve_then_kill, 190, budget_mb=200, timeout_s=60)
+def test_child_killed_near_the_backstop_counts_as_over_budget():
+    res = run_with_memory_budget(_reserve_then_kill, 190, budget_mb=100, address_space_mb=200, timeout_s=60)
     assert not res.ok
     assert res.exceeded_budget
-    assert "memory budget of 200 MB exceeded" in res.error and "SIGKILL" in res.error
+    assert "memory budget of 100 MB exceeded" in res.error and "SIGKILL" in res.error
 
 
 def test_torch_tensor_over_budget_with_threads():
-    # threads= imports torch before the cap is set, so its GBs of reserved address space are not charged
+    # threads= imports torch before the call, so its ~500 MiB resident and GBs of address space are not charged
     res = run_with_memory_budget(_torch_allocate_mb, 300, budget_mb=100, timeout_s=120, threads=1)
     assert not res.ok and res.exceeded_budget, res.error
     assert "memory budget of 100 MB exceeded" in res.error
 
 
 def test_lazy_torch_import_is_charged_unless_preloaded():
-    # _torch_allocate_mb imports torch in its body: without preload its address space counts against the budget
+    # _torch_allocate_mb imports torch in its body: without preload its resident memory counts against the budget
     res = run_with_memory_budget(_torch_allocate_mb, 10, budget_mb=100, timeout_s=120)
     assert not res.ok and res.exceeded_budget
     assert "preload" in res.error

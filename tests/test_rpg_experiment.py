@@ -74,14 +74,16 @@ def test_scale_curve_measures_both_and_pdiff_fails_cleanly(tmp_path):
                                "sequence": {"kind": "gru", "d_model": 16, "n_layers": 1},
                                "denoiser_hidden": 16, "denoiser_depth": 1})
     pdiff = PDiffConfig.from_dict({"ae_channels": [8, 8], "unet_channels": 8})
-    # a budget the flat p-diff autoencoder exceeds at 200k parameters while RPG streams through
-    curve = scale_curve([2_000, 200_000], rpg, pdiff, tmp_path, n_members=3, steps=1, budget_mb=350, timeout_s=300,
+    # Measured here (MiB beyond the child's baseline): p-diff 183 at 2k and 1,903 at 1M, RPG 166 at 2k and 193 at 1M;
+    # a 600 MiB budget sits ~3x from each, so the test does not hang on one machine's allocator or thread count
+    curve = scale_curve([2_000, 1_000_000], rpg, pdiff, tmp_path, n_members=3, steps=1, budget_mb=600, timeout_s=300,
                         threads=1)
     r = curve.set_index(["generator", "params"])
-    assert r.loc[("rpg", 2_000), "ok"] and r.loc[("rpg", 200_000), "ok"]
-    assert r.loc[("pdiff", 2_000), "ok"]
-    assert not r.loc[("pdiff", 200_000), "ok"] and r.loc[("pdiff", 200_000), "exceeded_budget"]
-    assert r.loc[("rpg", 200_000), "peak_rss_mb"] > 0
+    errors = dict(zip(curve["generator"] + "@" + curve["params"].astype(str), curve["error"]))
+    assert r.loc[("rpg", 2_000), "ok"] and r.loc[("rpg", 1_000_000), "ok"], errors
+    assert r.loc[("pdiff", 2_000), "ok"], errors
+    assert not r.loc[("pdiff", 1_000_000), "ok"] and r.loc[("pdiff", 1_000_000), "exceeded_budget"], errors
+    assert r.loc[("rpg", 1_000_000), "peak_rss_mb"] > 0
     assert not list(tmp_path.glob("*.npy"))  # the synthetic zoos are removed after use
 
 

@@ -1,9 +1,16 @@
 """Run a function in a fresh child process under a memory budget and measure the child's peak resident set.
 
-A benchmark that grows a model until one method stops scaling needs that method to *fail cleanly*: the child's
-address space is capped (``RLIMIT_AS``), so an allocation past the budget raises ``MemoryError`` (or torch's
-"can't allocate memory" ``RuntimeError``) inside the child instead of waking the kernel's OOM killer, and the
-parent gets a :class:`BudgetResult` whatever happens (exception, signal, timeout). Linux only (``/proc``).
+A benchmark that grows a model until one method stops scaling needs that method to *fail cleanly*. The budget is
+on **resident memory** beyond what the child holds before the call (interpreter and imports): the parent samples
+the child's resident set every few milliseconds and stops it when the budget is passed, and the child checks its
+own high-water mark (``VmHWM``, kept exactly by the kernel) after the call, so a short burst between samples is not
+missed either. The parent gets a :class:`BudgetResult` whatever happens (exception, signal, timeout).
+
+An address-space cap (``RLIMIT_AS``) is kept as a *backstop* only, well above the budget: it turns one huge
+allocation into a ``MemoryError`` inside the child instead of the kernel's OOM killer. It is not the budget itself
+because virtual size depends on the machine, not on the work: thread stacks, malloc arenas and oneDNN's JIT buffers
+reserve address space in amounts that vary with the CPU and glibc, and a tight virtual cap made a 2k-parameter run
+fail on one machine and pass on another. Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -43,7 +50,10 @@ _ALLOC_FAILURE_MARKERS = (
 # allocation in C code that does not check for NULL ends in SIGSEGV/SIGABRT rather than in an exception
 _NEAR_CAP_FRACTION = 0.05
 _NEAR_CAP_MIN_MB = 64.0
-_POLL_S = 0.05
+_POLL_S = 0.02
+# Default backstop: address space fn may map beyond the baseline, as (factor x budget + slack)
+_BACKSTOP_FACTOR = 2.0
+_BACKSTOP_SLACK_MB = 4096.0
 # os.environ is process-wide: concurrent callers must not see (or restore) each other's temporary settings
 _ENV_LOCK = threading.Lock()
 
@@ -138,14 +148,23 @@ def _budget_error(budget_mb: float, detail: str | None = None) -> str:
     return f"{text} ({detail})" if detail else text
 
 
+def _resident_error(budget_mb: float, resident_mb: float, baseline_mb: float, stopped: bool) -> str:
+    """The error text of a child whose resident set passed baseline + budget."""
+    how = "; the child was stopped" if stopped else ""
+    return _budget_error(budget_mb, f"resident set reached {resident_mb:.0f} MiB, {resident_mb - baseline_mb:.0f} MiB "
+                                    f"beyond its {baseline_mb:.0f} MiB baseline{how}; modules fn imports in its "
+                                    "body count too: name them in preload=")
+
+
 def _describe(exc: BaseException) -> str:
     """An exception as 'Type: message', trimmed so a huge message cannot flood the report."""
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
-def _child_main(conn: Any, payload: bytes, budget_mb: float, threads: int | None, preload: tuple[str, ...]) -> None:
-    """Child entry: import, cap the address space at baseline + budget, call fn, send the outcome back."""
+def _child_main(conn: Any, payload: bytes, budget_mb: float, address_space_mb: float, threads: int | None,
+                preload: tuple[str, ...]) -> None:
+    """Child entry: import, set the address-space backstop, call fn, check its peak, send the outcome back."""
     try:
         if threads is not None:
             import torch
@@ -160,12 +179,12 @@ def _child_main(conn: Any, payload: bytes, budget_mb: float, threads: int | None
                             "error": f"child setup failed: {_describe(exc)}", "exceeded_budget": False}))
         return
 
-    # The cap counts virtual memory, and importing torch alone reserves GBs of address space it never touches,
-    # so the budget is what fn may map beyond the interpreter and its imports, not the absolute size.
+    # The backstop counts virtual memory, and importing torch alone reserves GBs of address space it never
+    # touches, so it is set beyond the interpreter and its imports, not as an absolute size.
     status = _proc_status_kib()
     baseline_vm = status.get("VmSize", 0) * 1024
     baseline_rss_mb = status.get("VmRSS", 0) / 1024
-    cap = baseline_vm + int(budget_mb * _MIB)
+    cap = baseline_vm + int(address_space_mb * _MIB)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
@@ -188,7 +207,12 @@ def _child_main(conn: Any, payload: bytes, budget_mb: float, threads: int | None
         del exc
     seconds = time.perf_counter() - t0
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    outcome.update(peak_rss_mb=peak_rss_mb(), seconds=seconds, baseline_rss_mb=baseline_rss_mb)
+    peak = peak_rss_mb()
+    if outcome["ok"] and peak - baseline_rss_mb > budget_mb:
+        # Finished between two of the parent's samples: the kernel's high-water mark still saw the overrun
+        outcome = {"ok": False, "value": None, "exceeded_budget": True,
+                   "error": _resident_error(budget_mb, peak, baseline_rss_mb, stopped=False)}
+    outcome.update(peak_rss_mb=peak, seconds=seconds, baseline_rss_mb=baseline_rss_mb)
     try:
         conn.send(("done", outcome))
     except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable return value
@@ -248,20 +272,26 @@ def run_with_memory_budget(
     timeout_s: float | None = None,
     threads: int | None = None,
     preload: Iterable[str] = (),
+    address_space_mb: float | None = None,
     **kwargs: Any,
 ) -> BudgetResult:
-    """Run fn(*args, **kwargs) in a fresh child process whose address space is capped, and report its peak memory.
+    """Run fn(*args, **kwargs) in a fresh child process under a resident-memory budget; report its peak memory.
 
     ``fn`` must be a module-level function (the child is *spawned*, a fresh interpreter, and imports fn by
     name), and its arguments and return value must be picklable; a lambda or nested function raises TypeError
     before anything is started. A script calling this must guard its entry point with
     ``if __name__ == "__main__":``, because the spawned child re-imports the main module.
 
-    ``budget_mb`` limits the virtual memory fn maps *beyond* the interpreter and the modules imported before
-    the call (fn's module and its top-level imports, torch when ``threads`` is given, and every module named in
-    ``preload``). A module fn imports lazily inside its body is charged to the budget, and torch alone maps
-    GBs of address space: name such modules in ``preload``. The cap is on address space, so a budget is an
-    upper bound on resident memory too; a GPU (CUDA) context cannot be created under it.
+    ``budget_mb`` limits the resident memory fn adds *beyond* the child's baseline: the interpreter and the
+    modules imported before the call (fn's module and its top-level imports, torch when ``threads`` is given,
+    and every module named in ``preload``). A module fn imports lazily inside its body is charged to the budget
+    (torch alone is ~500 MiB resident): name such modules in ``preload``. A child over budget is stopped and
+    reported with ``exceeded_budget`` True; one that finishes over it (between two samples) is reported the same
+    way, its value dropped.
+
+    ``address_space_mb`` is the backstop on virtual memory beyond the baseline (default 2 x budget + 4096): one
+    allocation past it fails inside the child with ``MemoryError``, also reported as over budget. A GPU (CUDA)
+    context cannot be created under it.
 
     ``timeout_s`` bounds the wall time of the whole child (startup included); ``threads`` sets OMP/MKL/OpenBLAS
     threads in the child's environment and ``torch.set_num_threads`` there. ``peak_rss_mb`` of the result is the
@@ -275,6 +305,11 @@ def run_with_memory_budget(
         raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads}")
+    if address_space_mb is None:
+        address_space_mb = _BACKSTOP_FACTOR * budget_mb + _BACKSTOP_SLACK_MB
+    if not address_space_mb >= budget_mb:
+        raise ValueError(f"address_space_mb ({address_space_mb}) must be at least budget_mb ({budget_mb}): "
+                         "resident memory is always mapped")
     preload = tuple(preload)
     try:
         payload = pickle.dumps((fn, args, kwargs))
@@ -285,21 +320,23 @@ def run_with_memory_budget(
 
     ctx = multiprocessing.get_context("spawn")
     # glibc reads MALLOC_ARENA_MAX once, at the child's first malloc: it must be in the environment at exec.
-    # Fewer arenas keep a threaded child's virtual size (what the cap counts) near what it actually uses.
+    # Fewer arenas keep a threaded child's virtual size (what the backstop counts) near what it actually uses.
     env = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
     if threads is not None:
         env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
 
     recv_conn, send_conn = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(send_conn, payload, budget_mb, threads, preload), daemon=True)
+    process = ctx.Process(target=_child_main, args=(send_conn, payload, budget_mb, address_space_mb, threads, preload),
+                          daemon=True)
     with _EnvForSpawn(env):
         process.start()
     # The parent's copy of the write end must be closed, or a dead child would never show as EOF on the pipe
     send_conn.close()
-    return _collect(process, recv_conn, budget_mb, timeout_s)
+    return _collect(process, recv_conn, budget_mb, address_space_mb, timeout_s)
 
 
-def _collect(process: Any, conn: Any, budget_mb: float, timeout_s: float | None) -> BudgetResult:
+def _collect(process: Any, conn: Any, budget_mb: float, address_space_mb: float,
+             timeout_s: float | None) -> BudgetResult:
     """Wait for the child's messages (or its death, or the timeout) and always reap it."""
     start = time.perf_counter()
     deadline = None if timeout_s is None else start + timeout_s
@@ -309,6 +346,7 @@ def _collect(process: Any, conn: Any, budget_mb: float, timeout_s: float | None)
     done: dict[str, Any] | None = None
     sampled: dict[str, int] = {}
     timed_out = False
+    over_budget = False
     finished = False  # the child reported, or is gone: it gets time to exit on its own before any signal
     try:
         while done is None:
@@ -325,6 +363,9 @@ def _collect(process: Any, conn: Any, budget_mb: float, timeout_s: float | None)
                 continue
             # Sampled while the child lives: if it is killed, these are the only numbers left about it
             sampled = _proc_status_kib(status_path) or sampled
+            if ready is not None and sampled.get("VmRSS", 0) / 1024 - ready["baseline_rss_mb"] > budget_mb:
+                over_budget = True  # stopped below, by _reap with no grace
+                break
             if not process.is_alive() and not conn.poll(0):
                 finished = True
                 break
@@ -342,6 +383,11 @@ def _collect(process: Any, conn: Any, budget_mb: float, timeout_s: float | None)
 
     peak = sampled.get("VmHWM", 0) / 1024
     seconds = time.perf_counter() - ready_at
+    if over_budget:
+        resident = max(peak, sampled.get("VmRSS", 0) / 1024)
+        return BudgetResult(ok=False, value=None, peak_rss_mb=resident, seconds=seconds,
+                            error=_resident_error(budget_mb, resident, baseline_rss_mb, stopped=True),
+                            exceeded_budget=True, baseline_rss_mb=baseline_rss_mb)
     if timed_out:
         return BudgetResult(ok=False, value=None, peak_rss_mb=peak, seconds=seconds,
                             error=f"timed out after {timeout_s:g} s", exceeded_budget=False,
@@ -353,8 +399,8 @@ def _collect(process: Any, conn: Any, budget_mb: float, timeout_s: float | None)
         error = f"child exited with code {code} without reporting a result"
     exceeded = False
     if ready is not None and "VmPeak" in sampled:
-        # Half the budget at most, so a tiny budget does not make every death look like an overrun
-        margin = min(max(_NEAR_CAP_MIN_MB, _NEAR_CAP_FRACTION * budget_mb), budget_mb / 2) * _MIB
+        # Half the backstop at most, so a tiny one does not make every death look like an overrun
+        margin = min(max(_NEAR_CAP_MIN_MB, _NEAR_CAP_FRACTION * address_space_mb), address_space_mb / 2) * _MIB
         exceeded = sampled["VmPeak"] * 1024 >= ready["cap_bytes"] - margin
     if exceeded:
         error = _budget_error(budget_mb, error)
