@@ -18,6 +18,7 @@ from workbench.systems.cond_pdiff.evaluation import cond_evaluation, summary
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
 from workbench.systems.d2nwg.experiment import d2nwg_experiment
 from workbench.systems.pdiff.seeds import seeds_evaluation
+from workbench.systems.rpg.experiment import rpg_experiment
 from workbench.zoo import collect
 from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo
 
@@ -100,3 +101,18 @@ def d2nwg_run(root: Path, seed: int = 0) -> dict[str, float]:
             "unseen_fewshot_probe_mean", "unseen_random_mean", "unseen_retrieval_mean", "unseen_regressor_mean",
             "unseen_original_mean", "seen_generated_mean", "seen_selected_by_support_mean", "seen_original_mean")
     return {k: float(res.summary[k]) for k in keys}
+
+
+#: Notebook 08's accuracy figures (the scale curve's memory and seconds are benchmarks, not bands)
+RPG_KEYS = ("seeds_original_mean", "seeds_generated_mean", "seeds_generated_no_permutation_state_mean",
+            "seeds_pdiff_aligned_mean", "unseen_generated_mean", "unseen_trained_mean", "unseen_nearest_code_mean",
+            "unseen_regressor_mean", "unseen_soup_mean", "seen_generated_mean", "seen_trained_mean",
+            "largest_model_generated_mean", "largest_model_original_mean")
+
+
+def rpg_run(root: Path, seed: int = 0) -> dict[str, float]:
+    """Notebook 08's experiment on the ci preset for ``seed``, without the scale curve: its accuracy figures."""
+    p = load_preset("ci")
+    parts = tuple(x for x in p.rpg_parts() if x != "scale")
+    res = rpg_experiment(**p.rpg_inputs(), run_dir=root, seed=seed, parts=parts, progress=False)
+    return {k: float(res.summary[k]) for k in RPG_KEYS}

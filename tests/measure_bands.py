@@ -43,12 +43,12 @@ def measure(seed: int) -> dict:
     return out
 
 
-def measure_d2nwg(seed: int) -> dict:
-    """The D2NWG figures of notebook 07's ci run for one seed (``golden.d2nwg_run``)."""
+def measure_system(system: str, seed: int) -> dict:
+    """One system's figures of its notebook's ci run for one seed (``golden.<system>_run``: d2nwg, rpg)."""
     out: dict = {"seed": seed, "threads": torch.get_num_threads(), "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        out["d2nwg"] = golden.d2nwg_run(Path(tmp), seed)
+        out[system] = getattr(golden, f"{system}_run")(Path(tmp), seed)
         out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -82,8 +82,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     ap.add_argument("--out", default=None)
     ap.add_argument("--summarise", nargs="*", default=None)
-    ap.add_argument("--system", choices=("golden", "d2nwg"), default="golden",
-                    help="golden: p-diff, seeds and Cond P-Diff (tests/golden.py); d2nwg: notebook 07's ci run")
+    ap.add_argument("--system", choices=("golden", "d2nwg", "rpg"), default="golden",
+                    help="golden: p-diff, seeds and Cond P-Diff (tests/golden.py); d2nwg / rpg: notebook 07's / "
+                         "08's ci run")
     args = ap.parse_args()
     if args.summarise:
         stats = summarise(args.summarise)
@@ -96,7 +97,7 @@ def main() -> None:
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     for s in args.seeds:
-        line = json.dumps(measure(s) if args.system == "golden" else measure_d2nwg(s))
+        line = json.dumps(measure(s) if args.system == "golden" else measure_system(args.system, s))
         print(line, flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -393,3 +393,20 @@ def test_position_embedding_2d():
         position_embedding_2d(torch.zeros(3, dtype=torch.int64), 8)
     with pytest.raises(ValueError, match="integer"):
         position_embedding_2d(torch.zeros(3, 2), 8)
+
+
+def test_describe_counts_tokens_and_padding_per_tensor():
+    layout = token_layout(ParamSpec(("w", "b"), ((3, 5), (3,))), token_size=4, scheme="layer")
+    d = layout.describe(["w", "b"])
+    assert list(d.index) == ["w", "b"] and list(d["shape"]) == ["3×5", "3"]
+    assert list(d["tokens"]) == [4, 1] and list(d["padding"]) == [1, 1]
+    assert d["tokens"].sum() == layout.n_tokens
+    flat = token_layout(ParamSpec(("w", "b"), ((3, 5), (3,))), token_size=4, scheme="flat").describe()
+    assert flat["padding"].sum() == flat_padding(18, 4)
+    with pytest.raises(ValueError, match="one name per tensor"):
+        layout.describe(["w"])
+
+
+def flat_padding(n: int, size: int) -> int:
+    """Padded slots of a vector of n values cut into tokens of size."""
+    return -(-n // size) * size - n

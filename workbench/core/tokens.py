@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 
 from workbench.core.params import ParamSpec
@@ -169,6 +170,21 @@ class TokenLayout:
         lo, hi = self._flat_off[layer], self._flat_off[layer + 1]
         first = lo // self.token_size
         return range(first, -(-hi // self.token_size) if hi > lo else first)
+
+    def describe(self, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per tensor: shape, values, tokens and padded slots (for "flat": the tokens it touches, which
+        neighbours share; only the last token of the vector is padded)."""
+        names = list(names) if names is not None else [f"tensor {i}" for i in range(self.n_layers)]
+        if len(names) != self.n_layers:
+            raise ValueError(f"describe needs one name per tensor: {len(names)} names for {self.n_layers} tensors")
+        rows = []
+        for i, (name, shape, n) in enumerate(zip(names, self.shapes, self.numels)):
+            tokens = len(self.tokens_of_layer(i))
+            padding = (tokens * self.token_size - n if self.scheme != "flat"
+                       else (self.n_tokens * self.token_size - self.n_params if i == self.n_layers - 1 else 0))
+            rows.append({"tensor": name, "shape": "×".join(map(str, shape)) or "scalar", "values": n,
+                         "tokens": tokens, "padding": padding})
+        return pd.DataFrame(rows).set_index("tensor")
 
     # -- geometry of a window --------------------------------------------------------------------------------
     def _range(self, start: Any, stop: Any) -> tuple[int, int]:

@@ -20,7 +20,7 @@ def bench_rpg(preset: str, seed: int = 0) -> dict[str, Any]:
     ``runs/<preset>/bench_rpg``."""
     watch = Stopwatch()
     p = load_preset(preset)
-    parts = tuple(p.bench.get("rpg", {}).get("parts", ("seeds", "tasks", "scale", "largest", "ablations")))
+    parts = p.rpg_parts()
     with tempfile.TemporaryDirectory() as tmp:
         res = rpg_experiment(**p.rpg_inputs(), run_dir=tmp, seed=seed, parts=parts, progress=False)
     out_dir = REPO / "runs" / preset_folder(preset) / "bench_rpg"

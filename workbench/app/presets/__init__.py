@@ -124,6 +124,10 @@ class Preset:
                 out[key] = cast(st[key])
         return out
 
+    def rpg_parts(self) -> tuple[str, ...]:
+        """The RPG experiments this preset runs (``bench.rpg.parts``; every part when it names none)."""
+        return tuple(self.bench.get("rpg", {}).get("parts", ("seeds", "tasks", "scale", "largest", "ablations")))
+
     def rpg_inputs(self) -> dict[str, Any]:
         """``rpg_experiment``'s inputs from ``generators.rpg``: the seeds zoo and its RPG / aligned p-diff configs,
         the task-code zoo and its RPG config, the scale curve's settings and the sample counts."""
