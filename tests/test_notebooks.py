@@ -58,6 +58,16 @@ GOLDEN = {
         ("summary", "seen_generated_mean"): (72.0, 97.0),
         ("summary", "seen_selected_by_support_mean"): (87.0, 98.5),
     },
+    "08_tokenised_generation": {  # bands from 6 seeds (tests/bands.md, "RPG")
+        ("summary", "seeds_original_mean"): (52.5, 67.5),
+        ("summary", "seeds_pdiff_aligned_mean"): (19.5, 34.5),
+        ("summary", "unseen_generated_mean"): (42.5, 57.0),
+        ("summary", "unseen_trained_mean"): (80.0, 90.0),
+        ("summary", "unseen_nearest_code_mean"): (62.5, 76.5),
+        ("summary", "seen_trained_mean"): (79.0, 95.0),
+        ("summary", "largest_model_generated_mean"): (39.5, 70.0),
+        ("summary", "largest_model_original_mean"): (38.5, 70.0),
+    },
     "04_memorization_analysis": {
         ("mlp_dense", "iou", "original", "iou_within"): (0.8, 1.0),
         ("mlp_dense", "iou", "generated", "max_iou_to_original_median"): (0.85, 1.0),

@@ -18,6 +18,7 @@ from workbench.systems.rpg.experiment import (
     RPG_STATES,
     rpg_experiment,
     rpg_reading,
+    seeds_overview,
 )
 from workbench.systems.rpg.generator import RPGConfig
 from workbench.systems.rpg.scale import scale_curve, synthetic_spec, write_synthetic_zoo
@@ -49,6 +50,22 @@ def test_every_figure_is_there(ci_run):
     assert set(res.tasks.table["seen"]) == {True, False}
     assert (res.tasks.table["nearest_code_hamming"] >= 1).all()  # never the code itself
     assert "rpg" in BENCHMARKS
+
+
+def test_notebook_03s_mlp_seeds_zoo_is_the_second_setting(ci_run):
+    _, inputs, res = ci_run
+    assert list(res.other_seeds) == ["mlp_seeds"] == list(inputs["other_seeds"])
+    run = res.other_seeds["mlp_seeds"]
+    assert len(run.zoo) == inputs["other_seeds"]["mlp_seeds"]["zoo"].n_members
+    for name in (RPG_STATES, RPG_NO_STATES, PDIFF_ALIGNED):
+        assert f"generated ({name})" in run.result.table.index
+    over = seeds_overview(res)
+    assert list(over.index) == [res.seeds.key, "mlp_seeds"]
+    assert over.loc["mlp_seeds", "params"] == run.zoo.spec.numel
+    assert over.loc["mlp_seeds", "original_mean"] == res.summary["other_seeds"]["mlp_seeds"]["original_mean"]
+    assert any("mlp_seeds" in line for line in rpg_reading(res))
+    # each zoo's generators in its own folder: the two aligned p-diff generators must not overwrite each other
+    assert run.generators[PDIFF_ALIGNED] is not res.seeds.generators[PDIFF_ALIGNED]
 
 
 def test_a_second_run_loads_everything(ci_run, monkeypatch):

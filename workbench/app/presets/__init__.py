@@ -147,6 +147,12 @@ class Preset:
                          "config": RPGConfig.from_dict(st["largest"].get("config", {})),
                          "n_samples": int(st["largest"].get("n_samples", 10))} if "largest" in st else None),
             "ablations": st.get("ablations"),
+            # further seeds zoos by key of this preset's zoos (notebook 03's MLP seeds), each with its own p-diff
+            "other_seeds": {key: {"zoo": self.zoo(key),
+                                  "pdiff_config": (PDiffConfig.from_dict(o["pdiff_config"])
+                                                   if o.get("pdiff_config") is not None else None),
+                                  "n_samples": int(o.get("n_samples", st.get("n_samples", 50)))}
+                            for key, o in st.get("other_seeds", {}).items()},
             "scale": {"sizes": tuple(int(x) for x in scale.get("sizes", ())),
                       "n_members": int(scale.get("n_members", 8)), "steps": int(scale.get("steps", 5)),
                       "budget_mb": float(scale.get("budget_mb", 8192)),

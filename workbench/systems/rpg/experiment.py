@@ -109,8 +109,7 @@ def rpg_seeds_experiment(key: str, zoo_config: ZooConfig, config: RPGConfig, roo
     if pdiff_config is not None:
         pcfg = seeded_pdiff_config(pdiff_config, seed)
         with watch("fit_pdiff"):
-            gens[PDIFF_ALIGNED] = fit_or_load(zoo, pcfg, root / "generators" / "seeds" / seeded_name("aligned", seed),
-                                              progress=progress)
+            gens[PDIFF_ALIGNED] = fit_or_load(zoo, pcfg, folder / "pdiff_aligned", progress=progress)
         with watch("sample_pdiff"):
             samples[PDIFF_ALIGNED] = gens[PDIFF_ALIGNED].sample(n_samples, sampler="ddpm", seed=seed)
     with watch("evaluate"):
@@ -187,6 +186,7 @@ class RPGResults:
     """Everything :func:`rpg_experiment` computes; ``summary`` holds the benchmark's figures."""
 
     seeds: RPGSeedsRun | None
+    other_seeds: dict[str, RPGSeedsRun]  # the same comparison on further seeds zoos (e.g. notebook 03's MLPs)
     tasks: RPGTaskCodeRun | None
     scale: pd.DataFrame | None
     largest: "RPGLargestRun | None"
@@ -203,11 +203,43 @@ def _by_size(frame: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:
     return out
 
 
+def seeds_figures(run: RPGSeedsRun) -> dict:
+    """One seeds run's headline figures (percent; L2 ratios to the originals' nearest-neighbour distance)."""
+    t = run.result.table
+    r = lambda v: round(float(v), 3)  # noqa: E731
+    out = {"members": len(run.zoo), "params": run.zoo.spec.numel, "original_mean": r(t.loc["original", "mean"]),
+           "generated_mean": r(t.loc[f"generated ({RPG_STATES})", "mean"]),
+           "generated_no_permutation_state_mean": r(t.loc[f"generated ({RPG_NO_STATES})", "mean"]),
+           "soup_aligned_mean": r(t.loc["soup (aligned)", "mean"]),
+           "rpg_generator_params": sum(p.numel() for p in run.generators[RPG_STATES].net.parameters()),
+           "aligned_l2_ratio": {k: r(v) for k, v in run.aligned_novelty["ratio_to_originals"].items()}}
+    if f"generated ({PDIFF_ALIGNED})" in t.index:
+        out["pdiff_aligned_mean"] = r(t.loc[f"generated ({PDIFF_ALIGNED})", "mean"])
+    return out
+
+
+def seeds_overview(results: "RPGResults") -> pd.DataFrame:
+    """One row per seeds zoo (the main one first): members, parameters, mean test accuracy of the originals, both RPG
+    variants, the aligned p-diff generator and the aligned soup (percent), and each generator's aligned-frame L2 to
+    its nearest original as a ratio of the originals' own nearest-neighbour distance."""
+    runs = ({results.seeds.key: results.seeds} if results.seeds is not None else {}) | dict(results.other_seeds)
+    rows = {}
+    for key, run in runs.items():
+        f = seeds_figures(run)
+        row = {k: v for k, v in f.items() if k != "aligned_l2_ratio"}
+        row.update({f"L2 ratio {name}": v for name, v in f["aligned_l2_ratio"].items() if name != "original"})
+        rows[key] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def summarise_rpg(seeds: RPGSeedsRun | None, tasks: RPGTaskCodeRun | None, scale: pd.DataFrame | None,
-                  largest: "RPGLargestRun | None" = None) -> dict:
+                  largest: "RPGLargestRun | None" = None,
+                  other_seeds: Mapping[str, RPGSeedsRun] | None = None) -> dict:
     """The benchmark's figures (accuracies in percent) from whichever parts ran."""
     r = lambda v: round(float(v), 3)  # noqa: E731
     out: dict = {}
+    if other_seeds:
+        out["other_seeds"] = {key: seeds_figures(run) for key, run in other_seeds.items()}
     if largest is not None:
         t = largest.table
         out.update({"largest_model_params": largest.zoo.spec.numel, "largest_model_members": len(largest.zoo),
@@ -227,6 +259,7 @@ def summarise_rpg(seeds: RPGSeedsRun | None, tasks: RPGTaskCodeRun | None, scale
                                                                         "max_iou_to_original_median"]),
             "seeds_iou_original_to_nearest_other_median": r(nov.loc["original", "max_iou_to_original_median"]),
             "seeds_aligned_l2_ratio": {k: r(v) for k, v in seeds.aligned_novelty["ratio_to_originals"].items()},
+            "seeds_rpg_generator_params": sum(p.numel() for p in seeds.generators[RPG_STATES].net.parameters()),
         })
         if f"generated ({PDIFF_ALIGNED})" in t.index:
             out["seeds_pdiff_aligned_mean"] = r(t.loc[f"generated ({PDIFF_ALIGNED})", "mean"])
@@ -256,17 +289,26 @@ def summarise_rpg(seeds: RPGSeedsRun | None, tasks: RPGTaskCodeRun | None, scale
 def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDiffConfig | None, n_samples: int,
                    task_zoo: TaskCodeZooConfig, task_config: RPGConfig, n_per_code: int, n_seen_eval: int,
                    scale: dict | None, largest: dict | None = None, ablations: dict | None = None,
-                   run_dir: str | Path, seed: int = 0,
+                   other_seeds: Mapping[str, dict] | None = None, run_dir: str | Path, seed: int = 0,
                    parts: tuple[str, ...] = ("seeds", "tasks", "scale", "largest", "ablations"),
                    progress: bool = False) -> RPGResults:
     """The RPG study of notebook 08 and ``bench rpg``: ``parts`` among "seeds", "tasks", "scale", "largest",
-    "ablations" (which needs "tasks": it reuses the task-code zoo)."""
+    "ablations" (which needs "tasks": it reuses the task-code zoo). ``other_seeds``: further seeds zoos for the
+    seeds part, ``{key: {"zoo": ZooConfig, "pdiff_config": PDiffConfig | None, "n_samples": int}}``, each with the
+    same RPG config (each zoo under ``run_dir/zoos/<key>``, its generators under ``run_dir/generators/rpg/<key>``)."""
     root, watch = Path(run_dir), Stopwatch()
     seeds_run = tasks_run = curve = None
+    others: dict[str, RPGSeedsRun] = {}
     if "seeds" in parts:
         with watch("seeds"):
             seeds_run = rpg_seeds_experiment(seeds_zoo.name, seeds_zoo, config, root, pdiff_config=pdiff_config,
                                              n_samples=n_samples, seed=seed, progress=progress)
+        for key, other in (other_seeds or {}).items():
+            with watch(f"seeds_{key}"):
+                others[key] = rpg_seeds_experiment(key, other["zoo"], config, root,
+                                                   pdiff_config=other.get("pdiff_config"),
+                                                   n_samples=int(other.get("n_samples", n_samples)), seed=seed,
+                                                   progress=progress)
     if "tasks" in parts:
         with watch("tasks"):
             tasks_run = rpg_task_code_experiment(task_zoo, task_config, root, n_per_code=n_per_code,
@@ -294,11 +336,13 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
     for name, run in (("seeds", seeds_run), ("tasks", tasks_run), ("largest", largest_run)):
         if run is not None:
             seconds.update({f"{name}_{k}": v for k, v in run.seconds.items() if k != "total"})
-    summary = summarise_rpg(seeds_run, tasks_run, curve, largest_run)
+    for key, run in others.items():
+        seconds.update({f"seeds_{key}_{k}": v for k, v in run.seconds.items() if k != "total"})
+    summary = summarise_rpg(seeds_run, tasks_run, curve, largest_run, others)
     if ablation_table is not None:
         summary["ablations"] = {k: {c: round(float(v), 3) for c, v in row.items()}
                                 for k, row in ablation_table.iterrows()}
-    return RPGResults(seeds_run, tasks_run, curve, largest_run, ablation_table, summary, seconds)
+    return RPGResults(seeds_run, others, tasks_run, curve, largest_run, ablation_table, summary, seconds)
 
 
 #: The reviewers' ablations, as changes to the task-code generator's config (the permutation state on/off is the
@@ -400,6 +444,12 @@ def rpg_reading(results: RPGResults) -> list[str]:
                    f"{orig:.1f} % for the originals ({gen - orig:+.1f} pt); without permutation states "
                    f"{nost:.1f} %" + (", so the learned state is what keeps RPG from the permutation collapse."
                                       if gen > nost + 5 else ", so the state does not make the difference here."))
+        if gen < orig - 3:
+            n_gen = s["seeds_rpg_generator_params"]
+            out.append(f"Given its permutation state, RPG draws every token independently, so a sample is a working "
+                       f"model only where the generator has stored that seed's weights: its {n_gen:,} trainable "
+                       f"parameters face {s['seeds_members']} × {s['seeds_params']:,} = "
+                       f"{s['seeds_members'] * s['seeds_params']:,} numbers of distinct seeds.")
         if "seeds_pdiff_aligned_mean" in s:
             out.append(f"The aligned p-diff generator (weight matching, then PCA + MLP denoiser) reaches "
                        f"{s['seeds_pdiff_aligned_mean']:.1f} %.")
@@ -413,6 +463,13 @@ def rpg_reading(results: RPGResults) -> list[str]:
             parts.append(f"{name} at {r:.2f}× the originals' nearest-neighbour distance {verdict}")
         if parts:
             out.append("In the aligned frame: " + "; ".join(parts) + ".")
+    for key, f in s.get("other_seeds", {}).items():
+        line = (f"On {key} ({f['members']} seeds, {f['params']:,} parameters): RPG {f['generated_mean']:.1f} %, without "
+                f"permutation states {f['generated_no_permutation_state_mean']:.1f} %, originals "
+                f"{f['original_mean']:.1f} %")
+        if "pdiff_aligned_mean" in f:
+            line += f", aligned p-diff {f['pdiff_aligned_mean']:.1f} %"
+        out.append(line + ".")
     if results.tasks is not None and "unseen_generated_mean" in s:
         g, t, reg = s["unseen_generated_mean"], s["unseen_trained_mean"], s["unseen_regressor_mean"]
         near, soup = s["unseen_nearest_code_mean"], s["unseen_soup_mean"]
