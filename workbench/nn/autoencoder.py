@@ -99,14 +99,15 @@ class ParamAutoencoder(nn.Module):
         """Training loss with p-diff's noise augmentation (input noise before encoding, latent noise after)."""
         a_in = self.cfg.input_noise if input_noise is None else input_noise
         a_lat = self.cfg.latent_noise if latent_noise is None else latent_noise
-        x_in = x + a_in * torch.randn(x.shape, generator=generator, device=x.device) if a_in else x
+        # drawn on the CPU (where the generator lives) and moved: the same noise on every device
+        x_in = x + a_in * torch.randn(x.shape, generator=generator).to(x.device) if a_in else x
         mu, logvar = self.encode_stats(x_in)
         if logvar is not None:
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=x.device)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(x.device)
         else:
             z = mu
         if a_lat:
-            z = z + a_lat * torch.randn(z.shape, generator=generator, device=x.device)
+            z = z + a_lat * torch.randn(z.shape, generator=generator).to(x.device)
         rec = F.mse_loss(self.decode(z), x)
         logs = {"recon": float(rec.detach())}
         if logvar is None:
