@@ -15,7 +15,7 @@ from workbench.systems.rpg.generator import RPGConfig
 from workbench.systems.rpg.task_zoo import TaskCodeZooConfig
 from workbench.zoo import ZooConfig
 
-BUNDLED = ["ci", "default", "glue", "resnet-bn"]
+BUNDLED = ["ci", "default", "glue", "resnet-bn", "rpg-full"]
 
 
 def test_the_bundled_presets_are_the_expected_ones():

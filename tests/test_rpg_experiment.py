@@ -135,3 +135,20 @@ def test_ablations_reading_and_the_task_code_widget(ci_run):
         b.value = False
     app.run()
     assert app.error is not None and "every digit the same class" in app.error
+
+
+def test_capacity_study_fits_both_variants_per_k(tmp_path):
+    inputs = load_preset("ci").rpg_inputs()
+    res = rpg_experiment(**inputs, run_dir=tmp_path, parts=("capacity",))
+    c = res.capacity
+    assert list(c.index) == inputs["capacity"]["ks"]
+    assert (c["numbers_to_store"] == c.index * res.summary["capacity"][1]["numbers_to_store"]).all()
+    # the shared network is the same for every K; only the table of K learned states grows
+    assert c["generator_params"].nunique() == 1 and (c["generator_params"] > 0).all()
+    assert (c["state_params"] == c.index * inputs["config"].sequence.d_model).all()
+    for col in ("original_mean", "states_mean", "no_states_mean"):
+        assert c[col].between(0, 100).all()
+    assert (c["states_rel_l2_to_own_seed"] > 0).all()
+    assert any(line.startswith("Seeds one generator holds") for line in rpg_reading(res))
+    with pytest.raises(ValueError, match="K=99 seeds"):
+        rpg_experiment(**{**inputs, "capacity": {"ks": [99], "steps": 1}}, run_dir=tmp_path, parts=("capacity",))

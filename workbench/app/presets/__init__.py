@@ -147,6 +147,7 @@ class Preset:
                          "config": RPGConfig.from_dict(st["largest"].get("config", {})),
                          "n_samples": int(st["largest"].get("n_samples", 10))} if "largest" in st else None),
             "ablations": st.get("ablations"),
+            "capacity": st.get("capacity"),
             # further seeds zoos by key of this preset's zoos (notebook 03's MLP seeds), each with its own p-diff
             "other_seeds": {key: {"zoo": self.zoo(key),
                                   "pdiff_config": (PDiffConfig.from_dict(o["pdiff_config"])

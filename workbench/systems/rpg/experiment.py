@@ -191,6 +191,7 @@ class RPGResults:
     scale: pd.DataFrame | None
     largest: "RPGLargestRun | None"
     ablations: pd.DataFrame | None       # one row per variant of the task-code generator (same reduced budget)
+    capacity: pd.DataFrame | None        # one row per number of seeds K held by one generator
     summary: dict
     seconds: dict[str, float]
 
@@ -289,11 +290,13 @@ def summarise_rpg(seeds: RPGSeedsRun | None, tasks: RPGTaskCodeRun | None, scale
 def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDiffConfig | None, n_samples: int,
                    task_zoo: TaskCodeZooConfig, task_config: RPGConfig, n_per_code: int, n_seen_eval: int,
                    scale: dict | None, largest: dict | None = None, ablations: dict | None = None,
-                   other_seeds: Mapping[str, dict] | None = None, run_dir: str | Path, seed: int = 0,
+                   other_seeds: Mapping[str, dict] | None = None, capacity: dict | None = None,
+                   run_dir: str | Path, seed: int = 0,
                    parts: tuple[str, ...] = ("seeds", "tasks", "scale", "largest", "ablations"),
                    progress: bool = False) -> RPGResults:
     """The RPG study of notebook 08 and ``bench rpg``: ``parts`` among "seeds", "tasks", "scale", "largest",
-    "ablations" (which needs "tasks": it reuses the task-code zoo). ``other_seeds``: further seeds zoos for the
+    "ablations" (which needs "tasks": it reuses the task-code zoo), "capacity" (:func:`rpg_capacity_experiment` on
+    the seeds zoo; ``capacity``: its ``ks``, ``steps`` and ``n_samples``). ``other_seeds``: further seeds zoos for the
     seeds part, ``{key: {"zoo": ZooConfig, "pdiff_config": PDiffConfig | None, "n_samples": int}}``, each with the
     same RPG config (each zoo under ``run_dir/zoos/<key>``, its generators under ``run_dir/generators/rpg/<key>``)."""
     root, watch = Path(run_dir), Stopwatch()
@@ -332,6 +335,16 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
                 steps=ablations.get("steps"), n_per_code=int(ablations.get("n_per_code", 2)),
                 n_codes=int(ablations.get("n_codes", 20)), seed=seed, progress=progress)
         atomic_write_csv(root / "generators" / "rpg" / "ablations" / "ablations.csv", ablation_table, index=True)
+    capacity_table = None
+    if "capacity" in parts and capacity:
+        with watch("capacity"):
+            zoo = (seeds_run.zoo if seeds_run is not None
+                   else collect_all({seeds_zoo.name: seeds_zoo}, root, seed=seed, progress=progress)[seeds_zoo.name])
+            capacity_table = rpg_capacity_experiment(zoo, config, root, ks=tuple(capacity.get("ks", (1, 2, 4, 8))),
+                                                     steps=capacity.get("steps"),
+                                                     n_samples=int(capacity.get("n_samples", 8)), seed=seed,
+                                                     progress=progress)
+        atomic_write_csv(root / "generators" / "rpg" / "capacity.csv", capacity_table, index=True)
     seconds = {**watch.seconds, "total": watch.total}
     for name, run in (("seeds", seeds_run), ("tasks", tasks_run), ("largest", largest_run)):
         if run is not None:
@@ -342,7 +355,50 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
     if ablation_table is not None:
         summary["ablations"] = {k: {c: round(float(v), 3) for c, v in row.items()}
                                 for k, row in ablation_table.iterrows()}
-    return RPGResults(seeds_run, others, tasks_run, curve, largest_run, ablation_table, summary, seconds)
+    if capacity_table is not None:
+        summary["capacity"] = {int(k): {c: round(float(v), 3) for c, v in row.items()}
+                               for k, row in capacity_table.iterrows()}
+    return RPGResults(seeds_run, others, tasks_run, curve, largest_run, ablation_table, capacity_table, summary,
+                      seconds)
+
+
+def rpg_capacity_experiment(zoo: Zoo, config: RPGConfig, root: str | Path, *, ks: Sequence[int] = (1, 2, 4, 8),
+                            steps: int | None = None, n_samples: int = 8, seed: int = 0,
+                            progress: bool = False) -> pd.DataFrame:
+    """How many independent seeds one RPG generator can hold: for each K, RPG with and without permutation states
+    fitted on the zoo's first K members (the official code's permutation_{1,3,10,20} runs, at this machine's size),
+    at ``steps`` training steps each. Rows K: the generator's shared size and its K states' beside the K × P numbers
+    it would have to store,
+    the originals' mean test accuracy, both variants' (``n_samples`` each, the states cycling through the K seeds),
+    and the relative L2 error of the sample drawn with seed i's state to member i."""
+    root = Path(root) / "generators" / "rpg" / seeded_name(f"capacity_{zoo.config.name}", seed)
+    vectors, data = zoo.vectors(), zoo.data()
+    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
+    rows = []
+    for k in ks:
+        k = int(k)
+        if not 1 <= k <= len(vectors):
+            raise ValueError(f"capacity: K={k} seeds asked of a zoo of {len(vectors)} members; use 1..{len(vectors)}")
+        cfg = ablation_config(seeded_rpg_config(config, seed), {}, steps)
+        cfg = replace(cfg, train=replace(cfg.train, batch_size=min(cfg.train.batch_size, k)))
+        states = [i % k for i in range(max(n_samples, k))]
+        row: dict = {"K": k, "numbers_to_store": k * zoo.spec.numel,
+                     "original_mean": float(ev(vectors[:k], data.x_test, data.y_test).accuracy.mean())}
+        for slug, c in (("states", cfg), ("no_states", replace(cfg, permutation_states=False))):
+            gen = fit_or_load_rpg(vectors[:k], zoo.spec, c, root / f"k{k}_{slug}", progress=progress)
+            out = gen.sample(len(states), permutation_state=states if c.permutation_states else "random", seed=seed)
+            row[f"{slug}_mean"] = float(ev(out, data.x_test, data.y_test).accuracy.mean())
+            if c.permutation_states:
+                # the shared network apart from the K learned states: what must store K × P numbers
+                states_table = gen.net.prototyper.states.weight.numel()
+                row["generator_params"] = sum(p.numel() for p in gen.net.parameters()) - states_table
+                row["state_params"] = states_table
+                own = vectors[states]
+                row["states_rel_l2_to_own_seed"] = float(((out - own).norm(dim=1) / own.norm(dim=1)).median())
+        rows.append(row)
+    cols = ["K", "generator_params", "state_params", "numbers_to_store", "original_mean", "states_mean", "no_states_mean",
+            "states_rel_l2_to_own_seed"]
+    return pd.DataFrame(rows)[cols].set_index("K")
 
 
 #: The reviewers' ablations, as changes to the task-code generator's config (the permutation state on/off is the
@@ -499,6 +555,17 @@ def rpg_reading(results: RPGResults) -> list[str]:
                    f"{s['largest_model_generated_mean']:.1f} % vs {s['largest_model_original_mean']:.1f} % for its "
                    f"{s['largest_model_members']} dense checkpoints (soup {s['largest_model_soup']:.1f} %, "
                    f"per-position Gaussian {s['largest_model_gaussian_mean']:.1f} %).")
+    if results.capacity is not None and len(results.capacity):
+        c = results.capacity
+        held = [int(k) for k, row in c.iterrows() if row["states_mean"] >= row["original_mean"] - 3]
+        out.append("Seeds one generator holds (" + ", ".join(
+            f"K={int(k)}: {row['states_mean']:.1f} % with states, {row['no_states_mean']:.1f} % without, originals "
+            f"{row['original_mean']:.1f} %" for k, row in c.iterrows()) + "): "
+            + (f"with permutation states RPG comes within 3 pt of the originals at K = "
+               f"{', '.join(str(k) for k in held)}; the largest, K={max(held)}, means "
+               f"{int(c.loc[max(held), 'numbers_to_store']):,} numbers to store in "
+               f"{int(c.loc[max(held), 'generator_params']):,} shared generator parameters." if held
+               else "with permutation states RPG comes within 3 pt of the originals at none of these K."))
     if results.ablations is not None and "full recipe" in results.ablations.index:
         a = results.ablations
         full = float(a.loc["full recipe", "unseen_generated_mean"])
