@@ -37,6 +37,8 @@ def bench_rpg(preset: str, seed: int = 0) -> dict[str, Any]:
         atomic_write_csv(out_dir / "scale.csv", res.scale)
     if res.ablations is not None:
         atomic_write_csv(out_dir / "ablations.csv", res.ablations, index=True)
+    if res.capacity is not None:
+        atomic_write_csv(out_dir / "capacity.csv", res.capacity, index=True)
     out = {"preset": preset, "parts": list(parts), **res.summary, "tables": str(out_dir),
            "seconds": {k: round(v, 2) for k, v in res.seconds.items() if k != "total"},
            "seconds_total": round(watch.total, 2)}
