@@ -28,6 +28,19 @@ class CorruptFileError(ValueError):
     """A file is unreadable or does not match the checksum recorded when it was written."""
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (read without changing it on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
@@ -40,6 +53,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:  # make the bytes durable before the rename publishes them
             os.fsync(f.fileno())
+        # mkstemp (and safetensors' writer) leave 0600: publish with the mode a plain open() would have given, so
+        # reports, manifests and weights stay readable by the other users of a shared run directory
+        os.chmod(tmp_path, _new_file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
