@@ -27,8 +27,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 ## JupyterLab on the notebooks
+# --allow-root: containers run as root, where JupyterLab otherwise refuses to start
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 ## Benchmarks, e.g. `make bench NAME=zoo PRESET=default`
 bench: $(STAMP)
