@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from workbench.app.bench import run_benchmark
 from workbench.app.presets import is_preset_path, load_preset
 from workbench.app.report import ReportError, run_report
+from workbench.core.device import resolve_device
 from workbench.core.paths import check_input_file, check_output_dir
 from workbench.zoo import Zoo, ZooConfig, collect
+from workbench.zoo.executors import EXECUTORS, executor_scope
 from workbench.zoo.storage import repair_zoo
 
 __all__ = ["main"]
@@ -52,9 +52,11 @@ def _zoo_collect(args: argparse.Namespace) -> int:
         if not keys:
             raise ValueError(f"preset {args.preset!r} has no zoos to collect (section 'zoos' is empty)")
         jobs = [(p.zoo(k), run / "zoos" / k) for k in keys]  # every key is checked before the first collection
-    for cfg, root in jobs:
-        zoo = collect(cfg, root, progress=not args.quiet)
-        print(json.dumps({"root": str(root), **zoo.describe()}))
+    # a bad --executor/--address is refused here, before the first zoo is touched
+    with executor_scope(args.executor, address=args.address) as executor:
+        for cfg, root in jobs:
+            zoo = collect(cfg, root, progress=not args.quiet, executor=executor)
+            print(json.dumps({"root": str(root), **zoo.describe()}))
     return 0
 
 
@@ -74,10 +76,7 @@ def _zoo_verify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        torch.device(args.device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"--device {args.device!r} is not a torch device: use cpu, cuda, cuda:0, mps") from None
+    resolve_device(args.device, name="--device")  # 'auto', or a device this machine has; named before any notebook runs
     out = run_report(args.preset, out_dir=args.out, run_dir=args.run_dir, seed=args.seed, device=args.device,
                      only=args.only, html=not args.no_html)
     print(f"report written to {out}")
@@ -112,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run-dir", default=None, help="defaults to runs/<preset>; zoos go to <run-dir>/zoos/<key>")
     c.add_argument("--config", default=None, help="a ZooConfig JSON file instead of a preset")
     c.add_argument("--root", default=None, help="zoo directory for --config")
+    c.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where the seeds protocol's member chunks train: here, or as Ray tasks (needs "
+                        "'workbench[distributed]'); dense protocols are one trajectory and always run here")
+    c.add_argument("--address", default=None,
+                   help="with --executor ray: an existing Ray cluster ('auto', 'host:6379', 'ray://host:10001'); "
+                        "default: start a Ray on this machine for the collection")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_zoo_collect)
     v = zsub.add_parser("verify", help="check every shard of a zoo against its recorded checksum (changes nothing)")

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
+from workbench.core.device import resolve_device
 from workbench.core.params import ParamSpec, check_finite
 from workbench.data import TaskData
 
@@ -116,7 +117,8 @@ class MemberEvaluator:
 
     def __init__(self, model: nn.Module, spec: ParamSpec, *, device: str | torch.device | None = None,
                  probe: torch.Tensor | None = None, memory_budget: float = 2e8) -> None:
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        # no device given: where the probe data lives (CUDA data is evaluated on CUDA, not silently on the CPU)
+        self.device = resolve_device(device if device is not None or probe is None else probe.device)
         self.model = copy.deepcopy(model).to(self.device).eval()
         self.spec = spec
         sd = self.model.state_dict()
@@ -233,8 +235,11 @@ def evaluate(
     evaluator: MemberEvaluator | None = None,
     device: str | torch.device | None = None,
 ) -> EvalResult:
-    """Accuracy (percent), loss and predictions of modules, or of (N, P) vectors loaded into ``model`` by ``spec``."""
+    """Accuracy (percent), loss and predictions of modules, or of (N, P) vectors loaded into ``model`` by ``spec``
+    (on ``device``; by default where the data lives)."""
     x, y = _split_tensors(data, split)
+    if device is None:  # where the data lives: CUDA data is evaluated on CUDA, not silently on the CPU
+        device = x.device
     if isinstance(models_or_vectors, torch.Tensor):
         if evaluator is None:
             if model is None or spec is None:
@@ -242,7 +247,7 @@ def evaluate(
             evaluator = MemberEvaluator(model, spec, device=device, probe=x)
         return evaluator(models_or_vectors, x, y)
     modules = [models_or_vectors] if isinstance(models_or_vectors, nn.Module) else list(models_or_vectors)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = resolve_device(device)
     accs, losses, preds = [], [], []
     yd = y.to(dev)
     for m in modules:

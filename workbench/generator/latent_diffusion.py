@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig, offset_seed
+from workbench.core.device import resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -192,7 +193,7 @@ class PDiff:
 
     def __init__(self, config: PDiffConfig | None = None, *, device: str | torch.device = "cpu") -> None:
         self.config = config or PDiffConfig()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.normaliser: Normaliser | None = None
         self.latent_norm: PositionNormaliser | None = None
         self.ae: ParamAutoencoder | None = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,12 @@ from workbench.core.paths import seeded_name
 from workbench.data import batch_schedule
 from workbench.evaluation.evaluate import MemberEvaluator, split_model
 from workbench.nn.architectures import build_model
-from workbench.zoo.config import ZooConfig
+from workbench.zoo.config import DataConfig, ZooConfig
+from workbench.zoo.executors import Executor, executor_scope, make_executor
 from workbench.zoo.storage import Zoo, ZooStore, iter_chunks
 from workbench.zoo.training import init_members, train_loop, train_vectorized
 
-__all__ = ["collect", "collect_all"]
+__all__ = ["collect", "collect_all", "SeedChunk", "train_seed_chunk"]
 
 
 def _rows(cfg: ZooConfig, ids: list[int], tr, te, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -167,7 +170,51 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
     bar.close()
 
 
-def _collect_seeds(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progress: bool) -> None:
+@dataclass(frozen=True)
+class SeedChunk:
+    """One work unit of the seeds protocol: members ``ids`` of the zoo ``config``, trained from scratch."""
+
+    config: ZooConfig
+    ids: tuple[int, ...]
+
+
+@lru_cache(maxsize=4)
+def _task_data(data: DataConfig):
+    # a worker process trains many chunks on the same data: load it once per process
+    return data.load()
+
+
+def train_seed_chunk(unit: SeedChunk) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Train and evaluate one chunk of independent seeds: the member rows and their vectors (what one shard
+    holds). A pure function of the unit, so any executor (this process, a Ray worker) computes the same bytes."""
+    cfg = unit.config
+    fault_point("seed_chunk")  # tests kill a worker here
+    template = build_model(cfg.arch, seed=cfg.seed)
+    spec = ParamSpec.select(template, cfg.select, cfg.exclude)
+    data = _task_data(cfg.data)
+    all_params = set(dict(template.named_parameters()))
+    vectorise = cfg.vectorized and not _has_batchnorm(template) and set(spec.names) <= all_params
+    seeds = [cfg.seed + i for i in unit.ids]
+    if vectorise:
+        init = init_members(cfg.arch, seeds)
+        states, _ = train_vectorized(cfg.arch, init, data.x_train, data.y_train, cfg.train,
+                                     trainable=None if set(spec.names) == all_params else list(spec.names))
+        vecs = spec.flatten_batch({**init, **states})
+    else:
+        vs = []
+        for s in seeds:
+            m = build_model(cfg.arch, seed=s).train()
+            train_loop(m, data.x_train, data.y_train, cfg.train)
+            vs.append(spec.flatten(m.eval()))
+        vecs = torch.stack(vs)
+    evaluator = MemberEvaluator(template, spec, probe=data.x_test)
+    tr = evaluator(vecs, data.x_train, data.y_train)
+    te = evaluator(vecs, data.x_test, data.y_test)
+    extra = [{"seed": s, "step": cfg.train.epochs} for s in seeds]
+    return _rows(cfg, list(unit.ids), tr, te, extra), vecs
+
+
+def _collect_seeds(cfg: ZooConfig, store: ZooStore, progress: bool, executor: Executor) -> None:
     template = build_model(cfg.arch, seed=cfg.seed)
     if not (store.root / "base.safetensors").exists():
         store.save_state("base", template.state_dict(), {"note": "template only: every member is generated whole"})
@@ -175,48 +222,35 @@ def _collect_seeds(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
     todo = [i for i in range(cfg.n_members) if i not in done]
     if not todo:
         return
-    vectorise = cfg.vectorized and not _has_batchnorm(template)
-    all_params = set(dict(template.named_parameters()))
-    if vectorise and not set(spec.names) <= all_params:
-        vectorise = False
-    evaluator = MemberEvaluator(template, spec, probe=data.x_test)
-    bar = tqdm(total=cfg.n_members, initial=len(done), desc=f"{cfg.name}: seeds", disable=not progress)
-    for chunk in iter_chunks(todo, cfg.chunk_size):
-        seeds = [cfg.seed + i for i in chunk]
-        if vectorise:
-            init = init_members(cfg.arch, seeds)
-            states, _ = train_vectorized(cfg.arch, init, data.x_train, data.y_train, cfg.train,
-                                         trainable=None if set(spec.names) == all_params else list(spec.names),
-                                         progress=progress)
-            full_states = {**{k: v for k, v in init.items()}, **states}
-            vecs = spec.flatten_batch(full_states)
-        else:
-            vs = []
-            for s in seeds:
-                m = build_model(cfg.arch, seed=s).train()
-                train_loop(m, data.x_train, data.y_train, cfg.train)
-                vs.append(spec.flatten(m.eval()))
-            vecs = torch.stack(vs)
-        tr = evaluator(vecs, data.x_train, data.y_train)
-        te = evaluator(vecs, data.x_test, data.y_test)
-        extra = [{"seed": s, "step": cfg.train.epochs} for s in seeds]
-        store.add_shard(_rows(cfg, chunk, tr, te, extra), vecs)
-        bar.update(len(chunk))
+    units = [SeedChunk(cfg, tuple(chunk)) for chunk in iter_chunks(todo, cfg.chunk_size)]
+    bar = tqdm(total=cfg.n_members, initial=len(done), desc=f"{cfg.name}: seeds ({executor.name})",
+               disable=not progress)
+    # only this process writes: each chunk is one atomic shard, committed as its result arrives
+    for unit, (rows, vecs) in executor.map_unordered(train_seed_chunk, units):
+        store.add_shard(rows, vecs)
+        fault_point("after_seed_shard")
+        bar.update(len(unit.ids))
     bar.close()
 
 
-def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_cache: str | Path | None = None) -> Zoo:
+def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_cache: str | Path | None = None,
+            executor: str | Executor | None = None) -> Zoo:
     """Collect (or resume collecting) the zoo ``config`` into ``root``; returns the loaded zoo.
 
-    ``base_cache``: a directory where trained base models are shared between zoos (see :func:`base_key`)."""
+    ``base_cache``: a directory where trained base models are shared between zoos (see :func:`base_key`).
+    ``executor``: where the seeds protocol's chunks are trained — ``"local"`` (default), ``"ray"`` (a local Ray),
+    or an executor object such as ``RayExecutor(address)`` (see :mod:`workbench.zoo.executors`). The dense
+    protocols are one trajectory each (every checkpoint continues the previous one), so they always run here."""
+    make_executor(executor)  # a bad executor name is refused before anything is written
     store = ZooStore(root)
     # The spec depends only on the architecture, and the data must load: both are checked before anything is
     # written, so a bad config leaves no half-made zoo directory behind.
     spec = ParamSpec.select(build_model(config.arch, seed=config.seed), config.select, config.exclude)
-    data = config.data.load()
+    data = _task_data(config.data)
     store.init(config, spec)
     if config.protocol == "seeds":
-        _collect_seeds(config, spec, store, data, progress)
+        with executor_scope(executor) as ex:
+            _collect_seeds(config, store, progress, ex)
     else:
         _collect_dense(config, spec, store, data, progress, Path(base_cache) if base_cache else None)
     return Zoo(root)
@@ -235,9 +269,10 @@ def seeded_zoo_config(config: ZooConfig, seed: int) -> ZooConfig:
 
 
 def collect_all(configs: dict[str, ZooConfig], run_dir: str | Path, *, seed: int = 0,
-                progress: bool = True) -> dict[str, Zoo]:
+                progress: bool = True, executor: str | Executor | None = None) -> dict[str, Zoo]:
     """Collect (or resume) several zoos, moved by ``seed``, into ``<run_dir>/zoos/<key>`` (``<key>_seed<k>`` for a
-    seed other than 0)."""
+    seed other than 0); ``executor`` as in :func:`collect`."""
     run_dir = Path(run_dir)
-    return {k: collect(seeded_zoo_config(c, seed), run_dir / "zoos" / seeded_name(k, seed), progress=progress,
-                       base_cache=run_dir / "bases") for k, c in configs.items()}
+    with executor_scope(executor) as ex:  # one Ray for all the zoos, not one per zoo
+        return {k: collect(seeded_zoo_config(c, seed), run_dir / "zoos" / seeded_name(k, seed), progress=progress,
+                           base_cache=run_dir / "bases", executor=ex) for k, c in configs.items()}

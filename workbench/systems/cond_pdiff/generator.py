@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.device import resolve_device
 from workbench.core.diffusion import check_guidance_scale, check_num_samples
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, staged_directory
 from workbench.core.timing import Stopwatch
@@ -88,7 +89,7 @@ class CondPDiff:
                  cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
                  image_encoder: ImageEncoder | None = None) -> None:
         self.config = config or CondPDiffConfig()
-        self.device = device
+        self.device = resolve_device(device)
         self._encoder = encoder
         self._image_encoder = image_encoder
         self.cache_dir = cache_dir

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
+from workbench.core.device import resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -225,7 +226,7 @@ class D2NWG:
 
     def __init__(self, config: D2NWGConfig | None = None, *, device: str | torch.device = "cpu") -> None:
         self.config = config or D2NWGConfig()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.schedule = NoiseSchedule(self.config.schedule)
         self.vae: VectorVAE | None = None
         self.encoder: ClassSetEncoder | None = None

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.device import resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -188,7 +189,7 @@ class RPG:
 
     def __init__(self, config: RPGConfig = RPGConfig(), *, device: str | torch.device = "cpu") -> None:
         self.config = config
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.layout: TokenLayout | None = None
         self.stats: LayerTokenStats | PositionTokenStats | None = None
         self.net: _RPGNet | None = None

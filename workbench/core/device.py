@@ -1,0 +1,34 @@
+"""One reading of the ``device`` argument every stage takes: ``"auto"`` (CUDA when present, else the CPU), None
+(the CPU), or anything ``torch.device`` accepts — checked, with the fix named, before any work starts."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_device", "DeviceLike"]
+
+DeviceLike = str | torch.device | None
+
+
+def resolve_device(device: DeviceLike = "cpu", *, name: str = "device") -> torch.device:
+    """The torch device meant by ``device``: ``"auto"`` → ``cuda`` when available, else ``cpu``; None → ``cpu``.
+    ``name``: how errors call the argument (``"--device"`` on the command line)."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device is None:
+        return torch.device("cpu")
+    elif isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(f"{name} {device!r} is not a torch device: use 'auto', 'cpu', 'cuda', 'cuda:0' or "
+                             "'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {device!r} asks for CUDA, but torch sees no CUDA device here (torch "
+                         f"{torch.__version__}); use 'auto' (CUDA when present, else the CPU) or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{name} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); use "
+                         f"'cuda:0'…'cuda:{torch.cuda.device_count() - 1}' or 'auto'")
+    return dev
