@@ -142,10 +142,21 @@ def test_valid_zoo_collect_goes_where_it_did(tmp_path, capsys, monkeypatch):
         def describe(self):
             return {"members": 0}
 
-    monkeypatch.setattr(workbench.app.cli, "collect", lambda cfg, root, progress=True: calls.append((cfg, root)) or _Zoo())
+    executors = []
+
+    def fake_collect(cfg, root, progress=True, executor=None):
+        executors.append(executor)
+        calls.append((cfg, root))
+        return _Zoo()
+
+    monkeypatch.setattr(workbench.app.cli, "collect", fake_collect)
     assert _main(["zoo", "collect", "--preset", "ci", "--zoo", "mlp_seeds", "--run-dir", str(tmp_path / "r")],
                  capsys)[0] == 0
     assert calls[-1][1] == tmp_path / "r" / "zoos" / "mlp_seeds" and calls[-1][0].name == "mlp_seeds"
+    assert executors[-1].name == "local"  # the default executor
+    assert _main(["zoo", "collect", "--preset", "ci", "--zoo", "mlp_seeds", "--run-dir", str(tmp_path / "r"),
+                  "--executor", "ray"], capsys)[0] == 0
+    assert executors[-1].name == "ray"  # the stub never runs a unit, so no Ray starts
     f = _preset_file(tmp_path, ["mine"], name="custom")
     assert _main(["zoo", "collect", "--preset", str(f)], capsys)[0] == 0
     assert calls[-1][1] == Path("runs") / "custom" / "zoos" / "mine"  # a preset path's folder is its name
