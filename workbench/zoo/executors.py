@@ -1,9 +1,9 @@
 """Where the independent work units of a zoo collection run: in this process (:class:`LocalExecutor`) or as Ray
 tasks (:class:`RayExecutor`) on a Ray started here or on an existing cluster.
 
-An executor only *computes*: it maps a pure function over work units (a chunk of seeds, one LoRA task, one style,
-one dataset) and hands each result back to the collecting process, which alone writes to the zoo (one atomic shard
-or file per unit, its checksum, the manifest). So storage, resume and checksums are those of a local collection:
+An executor only *computes*: it maps a pure function over work units (today a chunk of the seeds protocol's
+members; the LoRA, style and dataset zoos' units are still closures and run locally) and hands each result back to
+the collecting process, which alone writes to the zoo (one atomic shard per unit, its checksum, the manifest). So storage, resume and checksums are those of a local collection:
 a unit whose worker dies is retried by Ray and committed once, and units already on disk are never submitted.
 Each unit computes exactly what the local loop computes for it, so a Ray collection is bit-identical to a local
 one for the same seeds (tested).
