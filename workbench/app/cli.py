@@ -1,4 +1,4 @@
-"""Command line: ``python -m workbench {zoo,report,bench}``."""
+"""Command line: ``python -m workbench {zoo,fit,report,bench}``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from workbench.app.fit import fit_preset_generator
+    from workbench.core.data_parallel import process_group
+
+    resolve_device(args.device, name="--device")
+    load_preset(args.preset).zoo(args.zoo)  # an unknown preset or zoo key is named before anything is written
+    check_output_dir(args.run_dir, "--run-dir")
+    result = fit_preset_generator(args.preset, args.zoo, run_dir=args.run_dir, seed=args.seed, device=args.device,
+                                  generator=args.generator, progress=not args.quiet, refit=args.refit)
+    if process_group(resolve_device(args.device)).is_main:  # one result line per job, not one per process
+        print(json.dumps(result))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     result = run_benchmark(args.name, args.preset)
     print(json.dumps(result))
@@ -137,6 +151,25 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", help="only notebooks whose name starts with this (repeatable)")
     r.add_argument("--no-html", action="store_true")
     r.set_defaults(func=_report)
+
+    f = sub.add_parser("fit", help="fit (or resume) the p-diff generator of a preset zoo; data-parallel under "
+                       "`accelerate launch`", epilog=EPILOG + """
+
+Data-parallel (each process trains its share of every batch; same result as one process up to floating point):
+  accelerate launch --multi_gpu --num_processes 2 -m workbench fit --preset ci --zoo mlp_dense   (2 CPU processes,
+      gloo: --multi_gpu selects accelerate's torchrun launcher; its --cpu launcher needs MPI)
+  accelerate launch --num_processes 4 -m workbench fit --preset default --zoo mlp_dense --device auto  (4 GPUs)""",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("--preset", default="default", help="a bundled preset name or the path of a preset .json")
+    f.add_argument("--zoo", required=True, help="the preset's zoo key (collected or resumed first)")
+    f.add_argument("--run-dir", default=None, help="defaults to runs/<preset>; the generator goes to "
+                   "<run-dir>/generators/pdiff/<zoo>")
+    f.add_argument("--generator", default="pdiff", help="the preset's generator settings to use")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto' (one GPU per process when launched)")
+    f.add_argument("--refit", action="store_true", help="fit again (resuming checkpoints) even if it is saved")
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=_fit)
 
     b = sub.add_parser("bench", help="run a benchmark; the last stdout line is one JSON object", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 __all__ = ["resolve_device", "DeviceLike"]
@@ -18,7 +20,12 @@ def resolve_device(device: DeviceLike = "cpu", *, name: str = "device") -> torch
     elif device is None:
         return torch.device("cpu")
     elif isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # one GPU per process under `accelerate launch` / torchrun (LOCAL_RANK is this process's GPU)
+        local = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local) % torch.cuda.device_count()) if local and local.isdigit() \
+            else torch.device("cuda")
     else:
         try:
             dev = torch.device(device)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
+from workbench.core.data_parallel import shard_batch
 
 __all__ = ["ScheduleConfig", "NoiseSchedule", "diffusion_loss", "DDPMSampler", "DDIMSampler", "make_sampler", "SamplerState", "SAMPLERS", "DEFAULT_DDIM_STEPS", "check_num_samples", "check_guidance_scale", "check_condition"]
 
@@ -91,6 +92,8 @@ def diffusion_loss(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, 
     """MSE between the network output and its target (ε or x0) at uniformly drawn timesteps."""
     t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    # every process drew the full batch; it computes its own rows (identity unless data-parallel)
+    x0, t, noise, cond = shard_batch(x0, t, noise, cond)
     xt = schedule.add_noise(x0, noise, t)
     out = model(xt, t, cond) if cond is not None else model(xt, t)
     target = noise if schedule.cfg.prediction == "eps" else x0

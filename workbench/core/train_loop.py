@@ -20,6 +20,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
+from workbench.core.data_parallel import GradientPlan, barrier, broadcast_module, gradient_shards, process_group
 from workbench.core.faults import fault_point
 from workbench.core.io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
 
@@ -146,6 +147,8 @@ def train_module(
     desc: str | None = None,
     fingerprint: str | None = None,
     pass_step: bool = False,
+    grad_shards: int | None = None,
+    reentrant_loss: bool = True,
 ) -> tuple[pd.DataFrame, EMA | None]:
     """Optimise ``module`` with AdamW on ``loss_fn(generator) -> (loss, logs)`` for ``cfg.steps`` steps.
 
@@ -155,7 +158,18 @@ def train_module(
     (data and model settings); a checkpoint written for another fingerprint is refused, never resumed.
     ``pass_step``: call ``loss_fn(generator, step)`` instead (losses whose data follow a schedule, e.g. RPG's
     sweeps over token windows, must know where a resumed run stands).
+
+    Under ``accelerate launch`` (several processes) the loop is data-parallel: losses that call
+    :func:`~workbench.core.data_parallel.shard_batch` compute only this process's slice of the step's batch, the
+    gradients are summed over the processes, and only the main process writes checkpoints and shows progress; the
+    result equals the one-process run up to floating point. ``grad_shards`` (default: ``WORKBENCH_GRAD_SHARDS``, else
+    1) computes each step's gradient as that many slices of the batch, a multiple of the processes: with as many
+    shards as processes, one process and N processes sum the very same slice gradients, so their runs are bit-identical
+    (for two processes; the order of a larger all-reduce is the backend's). ``reentrant_loss=False``: the loss keeps
+    state between calls (RPG's recurrent carry), so it may be called only once per step and process.
     """
+    first = next(module.parameters(), None)
+    group = process_group(first.device if first is not None else None)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
     start, history = 0, []
@@ -171,16 +185,28 @@ def train_module(
                                       f"{saved_fp[:12]} ≠ {fingerprint[:12]}); use another run directory, or "
                                       "delete it to retrain")
         start, history = _restore(path, module, opt, ema)
+    broadcast_module(module, group)  # one starting point for every process, whatever each constructed
+    if ema is not None:
+        broadcast_module(ema.shadow, group)
     module.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc=desc or name, disable=not progress, leave=False)
+    plan = GradientPlan(group, gradient_shards() if grad_shards is None else grad_shards, reentrant=reentrant_loss,
+                        name=name)
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc or name, disable=not progress or not group.is_main,
+               leave=False)
     for step in range(start, cfg.steps):
-        gen = step_generator(cfg.seed, step)
-        loss, logs = loss_fn(gen, step) if pass_step else loss_fn(gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning rate "
-                                     "or check the inputs for NaN")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if plan.plain:
+            loss, logs = loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning "
+                                         "rate or check the inputs for NaN")
+            loss.backward()
+        else:  # this process's gradient shards of the step, summed over the processes: the job's loss everywhere
+            loss, logs = plan.step(module, lambda: loss_fn(step_generator(cfg.seed, step),
+                                                           *((step,) if pass_step else ())))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning "
+                                         "rate or check the inputs for NaN")
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
         opt.step()
@@ -191,7 +217,9 @@ def train_module(
             bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         bar.update(1)
         if path is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            _save(path, module, opt, ema, step + 1, cfg, history, fingerprint)
+            if group.is_main:
+                _save(path, module, opt, ema, step + 1, cfg, history, fingerprint)
+            barrier(group)  # nobody runs ahead of a checkpoint it could be asked to resume from
         fault_point("train_step")
     bar.close()
     module.eval()

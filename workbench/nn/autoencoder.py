@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
+from workbench.core.data_parallel import shard_batch
 
 __all__ = ["AEConfig", "ParamAutoencoder"]
 
@@ -99,15 +100,18 @@ class ParamAutoencoder(nn.Module):
         """Training loss with p-diff's noise augmentation (input noise before encoding, latent noise after)."""
         a_in = self.cfg.input_noise if input_noise is None else input_noise
         a_lat = self.cfg.latent_noise if latent_noise is None else latent_noise
-        # drawn on the CPU (where the generator lives) and moved: the same noise on every device
-        x_in = x + a_in * torch.randn(x.shape, generator=generator).to(x.device) if a_in else x
-        mu, logvar = self.encode_stats(x_in)
+        n = x.shape[0]
+        # every draw is of the full batch, on the CPU (where the generator lives), then moved and sliced to this
+        # process's rows (shard_batch: identity unless data-parallel): the same noise on every device and world size
+        draw = lambda shape: torch.randn((n, *shape[1:]), generator=generator)  # noqa: E731
+        x, noise_in = shard_batch(x, draw(x.shape).to(x.device) if a_in else None)
+        mu, logvar = self.encode_stats(x + a_in * noise_in if a_in else x)
         if logvar is not None:
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(x.device)
+            z = mu + torch.exp(0.5 * logvar) * shard_batch(draw(mu.shape))[0].to(x.device)
         else:
             z = mu
         if a_lat:
-            z = z + a_lat * torch.randn(z.shape, generator=generator).to(x.device)
+            z = z + a_lat * shard_batch(draw(z.shape))[0].to(x.device)
         rec = F.mse_loss(self.decode(z), x)
         logs = {"recon": float(rec.detach())}
         if logvar is None:

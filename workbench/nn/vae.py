@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
+from workbench.core.data_parallel import shard_batch
 
 __all__ = ["VAEConfig", "VectorVAE"]
 
@@ -85,10 +86,14 @@ class VectorVAE(nn.Module):
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Reconstruction MSE (+ β·KL), with noise on the input and on the sampled latent."""
         c = self.cfg
-        noise = lambda t, s: t + s * torch.randn(t.shape, generator=generator).to(t.device) if s else t  # noqa: E731
-        mu, logvar = self.encode_stats(noise(x, c.input_noise))
-        z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator).to(
-            mu.device)
+        n = x.shape[0]
+        # full-batch draws sliced to this process's rows (shard_batch: identity unless data-parallel)
+        draw = lambda t: shard_batch(torch.randn((n, *t.shape[1:]), generator=generator))[0].to(t.device)  # noqa: E731
+        noise = lambda t, s: t + s * draw(t) if s else t  # noqa: E731
+        noise_in = draw(x) if c.input_noise else None
+        x, = shard_batch(x)
+        mu, logvar = self.encode_stats(x + c.input_noise * noise_in if c.input_noise else x)
+        z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * draw(mu)
         rec = F.mse_loss(self.decode(noise(z, c.latent_noise)), x)
         logs = {"recon": float(rec.detach())}
         if logvar is None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.data_parallel import batch_share, shard_batch
 from workbench.core.device import resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
@@ -291,10 +292,14 @@ class RPG:
                 x0, protos, m = x0[keep], protos[keep], m[keep]
             t = torch.randint(sched.num_steps, (len(x0),), generator=g).to(dev)
             noise = torch.randn(x0.shape, generator=g).to(dev)
+            # data-parallel: each process denoises its rows of the (identically drawn) batch; the mean is over the
+            # whole batch's valid tokens, divided by this process's share (the job weighs each share by it)
+            denom = (m > 0).sum().clamp_min(1)
+            x0, protos, m, t, noise = shard_batch(x0, protos, m, t, noise)
             out = self.net.denoiser(sched.add_noise(x0, noise, t), t, protos)
             target = noise if sched.cfg.prediction == "eps" else x0
             err = (out - target) ** 2
-            loss = (err * m).sum() / (m > 0).sum().clamp_min(1)
+            loss = (err * m).sum() / (denom * batch_share())
             return loss, {"window": w}
 
         fingerprint = data_fingerprint(sources_t, cond_t, config={"config": cfg.to_dict(), "n": N,
@@ -303,7 +308,8 @@ class RPG:
         t_train = time.perf_counter()
         history, ema = train_module(self.net, loss_fn, loop, directory=directory, name="rpg", progress=progress,
                                     desc=f"RPG ({cfg.sequence.kind}, {layout.n_tokens} tokens)",
-                                    fingerprint=fingerprint, pass_step=True)
+                                    fingerprint=fingerprint, pass_step=True,
+                                    reentrant_loss=False)  # the loss carries the recurrent state between steps
         if ema is not None:
             self.net.load_state_dict(ema.shadow.state_dict())
         self.net.eval().requires_grad_(False)
