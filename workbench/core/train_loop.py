@@ -20,7 +20,13 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
-from workbench.core.data_parallel import GradientPlan, barrier, broadcast_module, gradient_shards, process_group
+from workbench.core.data_parallel import (
+    GradientPlan,
+    barrier,
+    broadcast_module,
+    gradient_shards,
+    process_group,
+)
 from workbench.core.faults import fault_point
 from workbench.core.io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
 
