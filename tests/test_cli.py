@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from workbench.app.report import ReportError, run_report
 
@@ -144,8 +145,11 @@ def test_valid_zoo_collect_goes_where_it_did(tmp_path, capsys, monkeypatch):
 
     executors = []
 
-    def fake_collect(cfg, root, progress=True, executor=None):
+    devices = []
+
+    def fake_collect(cfg, root, progress=True, executor=None, device="cpu"):
         executors.append(executor)
+        devices.append(device)
         calls.append((cfg, root))
         return _Zoo()
 
@@ -157,6 +161,14 @@ def test_valid_zoo_collect_goes_where_it_did(tmp_path, capsys, monkeypatch):
     assert _main(["zoo", "collect", "--preset", "ci", "--zoo", "mlp_seeds", "--run-dir", str(tmp_path / "r"),
                   "--executor", "ray"], capsys)[0] == 0
     assert executors[-1].name == "ray"  # the stub never runs a unit, so no Ray starts
+    assert devices[-1] == "cpu"
+    assert _main(["zoo", "collect", "--preset", "ci", "--zoo", "mlp_seeds", "--run-dir", str(tmp_path / "r"),
+                  "--device", "auto"], capsys)[0] == 0
+    assert devices[-1] == "auto"
+    code, _, err = _main(["zoo", "collect", "--preset", "ci", "--zoo", "mlp_seeds", "--run-dir",
+                          str(tmp_path / "r2"), "--device", "cuda:7"], capsys)
+    if not torch.cuda.is_available():
+        assert code == 1 and "--device 'cuda:7' asks for CUDA" in err
     f = _preset_file(tmp_path, ["mine"], name="custom")
     assert _main(["zoo", "collect", "--preset", str(f)], capsys)[0] == 0
     assert calls[-1][1] == Path("runs") / "custom" / "zoos" / "mine"  # a preset path's folder is its name

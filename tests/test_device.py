@@ -42,3 +42,29 @@ def test_every_stage_accepts_auto():
     assert RPG(device="auto").device == dev
     model = build_model(ArchConfig(name="mlp3", input_shape=(1, 8, 8), num_classes=10), seed=0)
     assert MemberEvaluator(model, ParamSpec.select(model, ("fc3.*",)), device="auto").device == dev
+
+
+def test_zoo_collection_takes_a_device_and_checks_it_first(tmp_path):
+    from workbench.zoo import DataConfig, TrainConfig, ZooConfig, collect
+
+    cfg = ZooConfig(name="dev", protocol="dense_subset", data=DataConfig(name="mnist5k", n_train=300, n_test=100),
+                    arch=ArchConfig(name="mlp3", input_shape=(1, 28, 28), num_classes=10),
+                    train=TrainConfig(epochs=1), n_members=3, chunk_size=3, select=("fc3.*",))
+    plain = collect(cfg, tmp_path / "plain", progress=False)
+    auto = collect(cfg, tmp_path / "auto", progress=False, device="auto")
+    if not torch.cuda.is_available():  # "auto" is the CPU here: the very same bytes
+        assert torch.equal(plain.vectors(), auto.vectors())
+        with pytest.raises(ValueError, match="asks for CUDA"):
+            collect(cfg, tmp_path / "cuda", progress=False, device="cuda")
+        assert not (tmp_path / "cuda").exists()  # refused before anything was written
+
+
+def test_precision_is_checked_and_off_on_the_cpu(monkeypatch):
+    from workbench.core.device import training_precision
+
+    cpu = torch.device("cpu")
+    assert training_precision(None, cpu) is None and training_precision("auto", cpu) is None
+    assert training_precision("bf16", cpu) is torch.bfloat16 and training_precision("fp32", cpu) is None
+    monkeypatch.setenv("WORKBENCH_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="must be one of"):
+        training_precision(None, cpu)

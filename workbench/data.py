@@ -329,5 +329,5 @@ def load_dataset(
 def batch_schedule(n: int, batch_size: int, epoch: int, data_seed: int) -> list[torch.Tensor]:
     """Minibatch index tensors of one epoch (seeded by ``(data_seed, epoch)``; last batch may be short)."""
     g = torch.Generator().manual_seed(int(data_seed) * 1_000_003 + int(epoch))
-    perm = torch.randperm(n, generator=g)
+    perm = torch.randperm(n, generator=g, device="cpu")  # the CPU generator's stream, whatever the default device
     return list(perm.split(batch_size))

@@ -52,10 +52,11 @@ def _zoo_collect(args: argparse.Namespace) -> int:
         if not keys:
             raise ValueError(f"preset {args.preset!r} has no zoos to collect (section 'zoos' is empty)")
         jobs = [(p.zoo(k), run / "zoos" / k) for k in keys]  # every key is checked before the first collection
+    resolve_device(args.device, name="--device")
     # a bad --executor/--address is refused here, before the first zoo is touched
     with executor_scope(args.executor, address=args.address) as executor:
         for cfg, root in jobs:
-            zoo = collect(cfg, root, progress=not args.quiet, executor=executor)
+            zoo = collect(cfg, root, progress=not args.quiet, executor=executor, device=args.device)
             print(json.dumps({"root": str(root), **zoo.describe()}))
     return 0
 
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--address", default=None,
                    help="with --executor ray: an existing Ray cluster ('auto', 'host:6379', 'ray://host:10001'); "
                         "default: start a Ray on this machine for the collection")
+    c.add_argument("--device", default="cpu", help="where members train: 'cpu', 'cuda', 'cuda:1' or 'auto'")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_zoo_collect)
     v = zsub.add_parser("verify", help="check every shard of a zoo against its recorded checksum (changes nothing)")

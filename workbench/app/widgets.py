@@ -74,7 +74,9 @@ class SamplingApp(_App):
     def __init__(self, generator: Any, zoo: Any, *, evaluator: Any = None, n: int = 50, max_n: int = 200) -> None:
         self.generator, self.zoo = generator, zoo
         self.data = zoo.data()
-        self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test)
+        # evaluated where the generator runs (its device)
+        self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test,
+                                                      device=getattr(generator, "device", None))
         self.n = w.IntSlider(value=n, min=1, max=max_n, description="models")
         self.sampler = w.Dropdown(options=["ddim", "ddpm"], value="ddim", description="sampler")
         self.steps = w.IntSlider(value=50, min=2, max=generator.schedule.num_steps, description="DDIM steps")
@@ -116,7 +118,8 @@ class InterpolationApp(_App):
 
         self.zoo, self.v1, self.v2, self.generator = zoo, v1, v2, generator
         self.data = zoo.data()
-        self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test)
+        self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test,
+                                                      device=getattr(generator, "device", None))
         self.n_examples = n_examples
         self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ")
         modes = ["weights"] + (["latent"] if generator is not None else [])

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-__all__ = ["resolve_device", "DeviceLike"]
+__all__ = ["resolve_device", "DeviceLike", "training_precision", "autocast_context", "PRECISIONS"]
 
 DeviceLike = str | torch.device | None
 
@@ -39,3 +39,26 @@ def resolve_device(device: DeviceLike = "cpu", *, name: str = "device") -> torch
         raise ValueError(f"{name} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); use "
                          f"'cuda:0'…'cuda:{torch.cuda.device_count() - 1}' or 'auto'")
     return dev
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def training_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of generator training: ``"auto"`` (default; ``WORKBENCH_PRECISION`` overrides) is bf16
+    on a CUDA device that supports it and float32 elsewhere (on a CPU bf16 is slower and less exact); ``"bf16"``
+    asks for it on any device; ``"fp32"`` turns it off. None means float32 (no autocast)."""
+    p = precision if precision is not None else os.environ.get("WORKBENCH_PRECISION", "auto")
+    p = str(p).strip().lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} (WORKBENCH_PRECISION) must be one of {PRECISIONS}")
+    if p == "fp32" or (p == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())):
+        return None
+    return torch.bfloat16
+
+
+def autocast_context(dtype: torch.dtype | None, device: torch.device):
+    """``torch.autocast`` for ``dtype`` on ``device``'s type, or a no-op context for float32."""
+    import contextlib
+
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -27,6 +27,7 @@ from workbench.core.data_parallel import (
     gradient_shards,
     process_group,
 )
+from workbench.core.device import autocast_context, training_precision
 from workbench.core.faults import fault_point
 from workbench.core.io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
 
@@ -155,6 +156,7 @@ def train_module(
     pass_step: bool = False,
     grad_shards: int | None = None,
     reentrant_loss: bool = True,
+    precision: str | None = None,
 ) -> tuple[pd.DataFrame, EMA | None]:
     """Optimise ``module`` with AdamW on ``loss_fn(generator) -> (loss, logs)`` for ``cfg.steps`` steps.
 
@@ -173,9 +175,13 @@ def train_module(
     shards as processes, one process and N processes sum the very same slice gradients, so their runs are bit-identical
     (for two processes; the order of a larger all-reduce is the backend's). ``reentrant_loss=False``: the loss keeps
     state between calls (RPG's recurrent carry), so it may be called only once per step and process.
+    ``precision``: ``"auto"`` (bf16 autocast on CUDA, float32 on the CPU), ``"bf16"`` or ``"fp32"``; see
+    :func:`~workbench.core.device.training_precision`. The weights and the optimiser stay float32.
     """
     first = next(module.parameters(), None)
     group = process_group(first.device if first is not None else None)
+    device = first.device if first is not None else torch.device("cpu")
+    amp = training_precision(precision, device)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
     start, history = 0, []
@@ -202,14 +208,18 @@ def train_module(
     for step in range(start, cfg.steps):
         opt.zero_grad(set_to_none=True)
         if plan.plain:
-            loss, logs = loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
+            with autocast_context(amp, device):
+                loss, logs = loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning "
                                          "rate or check the inputs for NaN")
             loss.backward()
         else:  # this process's gradient shards of the step, summed over the processes: the job's loss everywhere
-            loss, logs = plan.step(module, lambda: loss_fn(step_generator(cfg.seed, step),
-                                                           *((step,) if pass_step else ())))
+            def compute() -> tuple[torch.Tensor, dict]:
+                with autocast_context(amp, device):
+                    return loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
+
+            loss, logs = plan.step(module, compute)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning "
                                          "rate or check the inputs for NaN")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.core.device import resolve_device
 from workbench.core.params import ParamSpec
 from workbench.data import batch_schedule
 from workbench.evaluation.evaluate import split_model
@@ -48,7 +49,7 @@ def finetuned(vectors: torch.Tensor, model: nn.Module, spec: ParamSpec, x: torch
 
     ``frozen_eval`` keeps BatchNorm in eval mode, as the dense-subset protocol does, so the frozen part stays
     the base checkpoint; the frozen prefix of the network runs once."""
-    base = copy.deepcopy(model).eval()
+    base = copy.deepcopy(model).to(x.device).eval()  # trains where the data lives
     prefix, suffix, name_map = split_model(base, spec.names, probe=x[:4])
     with torch.no_grad():
         feats = prefix(x)
@@ -65,20 +66,23 @@ def finetuned(vectors: torch.Tensor, model: nn.Module, spec: ParamSpec, x: torch
                 suffix.state_dict()[name_map[n]].copy_(t)
         opt = torch.optim.SGD([params[n] for n in trainable], lr=lr, momentum=momentum)
         for k in range(steps):
-            idx = sched[k % len(sched)]
+            idx = sched[k % len(sched)].to(x.device)
             loss = F.cross_entropy(suffix(feats[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         sd = suffix.state_dict()
-        out.append(torch.cat([sd[name_map[n]].detach().reshape(-1).float() for n in spec.names]))
+        out.append(torch.cat([sd[name_map[n]].detach().reshape(-1).float() for n in spec.names]).cpu())
     return torch.stack(out)
 
 
-def finetuned_members(zoo, vectors: torch.Tensor, *, steps: int = 10, seed: int = 0) -> torch.Tensor:
+def finetuned_members(zoo, vectors: torch.Tensor, *, steps: int = 10, seed: int = 0,
+                      device: torch.device | str | None = None) -> torch.Tensor:
     """The fine-tuned baseline for a zoo: its own learning rate (the checkpoint phase's for dense protocols), and
-    BatchNorm frozen exactly when the zoo's protocol froze it."""
+    BatchNorm frozen exactly when the zoo's protocol froze it; trained on ``device`` (default: the CPU)."""
     data = zoo.data()
+    if device is not None:
+        data = data.to(resolve_device(device))
     lr = zoo.config.checkpoint_lr if zoo.config.protocol != "seeds" else zoo.config.train.lr
     return finetuned(vectors, zoo.model(), zoo.spec, data.x_train, data.y_train, steps=steps, lr=lr, seed=seed,
                      frozen_eval=zoo.config.protocol == "dense_subset")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.evaluation.baselines import finetuned_members, noise_added, per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.zoo.protocol import ParameterZoo, check_zoo
@@ -227,12 +228,15 @@ class MemorisationResult:
 
 
 def memorisation_analysis(zoo: ParameterZoo, generator, *, n_samples: int = 100, steps: int = 50, seed: int = 0,
-                          noise_sigma: float = 0.05, finetune_steps: int = 10, threshold: float | None = None
-                          ) -> MemorisationResult:
-    """Sample, build every baseline, evaluate, and measure novelty in prediction space (IoU) and weight space (L2)."""
+                          noise_sigma: float = 0.05, finetune_steps: int = 10, threshold: float | None = None,
+                          device: DeviceLike = None) -> MemorisationResult:
+    """Sample, build every baseline, evaluate, and measure novelty in prediction space (IoU) and weight space (L2).
+
+    ``device``: where members are evaluated and fine-tuned (default: the generator's)."""
     check_zoo(zoo)
     data = zoo.data()
-    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
+    dev = resolve_device(device if device is not None else getattr(generator, "device", "cpu"))
+    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test, device=dev)
     orig = zoo.vectors()
     generated = generator.sample(n_samples, sampler="ddim", steps=steps, seed=seed)
     pick = torch.linspace(0, len(orig) - 1, min(len(orig), n_samples)).round().long()
@@ -240,7 +244,7 @@ def memorisation_analysis(zoo: ParameterZoo, generator, *, n_samples: int = 100,
         "generated": generated,
         "noise": noise_added(orig[pick], zoo.spec, noise_sigma, seed=seed),
         "gaussian": per_position_gaussian(orig, n_samples, seed=seed),
-        "finetuned": finetuned_members(zoo, orig[pick], steps=finetune_steps, seed=seed),
+        "finetuned": finetuned_members(zoo, orig[pick], steps=finetune_steps, seed=seed, device=dev),
         "soup": soup(orig),
     }
     test = {k: ev(v, data.x_test, data.y_test) for k, v in sets.items()}

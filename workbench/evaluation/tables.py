@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.data import TaskData
 from workbench.evaluation.baselines import finetuned_members, noise_added, per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
@@ -43,14 +44,18 @@ def method_row(name: str, train: EvalResult, test: EvalResult, original_mean: fl
 def evaluation_table(zoo: ParameterZoo, generated: dict[str, torch.Tensor], *, baselines: bool = True, seed: int = 0,
                      finetune_steps: int = 10, finetune_n: int | None = None, noise_sigmas=(0.01, 0.05, 0.1),
                      gaussian_n: int | None = None, evaluator: MemberEvaluator | None = None,
-                     ) -> tuple[pd.DataFrame, dict[str, tuple[EvalResult, EvalResult]]]:
+                     device: DeviceLike = None) -> tuple[pd.DataFrame, dict[str, tuple[EvalResult, EvalResult]]]:
     """Rows: original, each generated set, and (optionally) soup, noise σ, per-position Gaussian, fine-tuned.
 
+    ``device``: where members are evaluated and fine-tuned (default: the evaluator's, else the CPU).
     Returns the table (accuracies in percent) and, per method, the (train, test) results for later analysis."""
     check_zoo(zoo)
     data = zoo.data()
     orig = zoo.vectors()
-    ev = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
+    dev = resolve_device(device) if device is not None else (evaluator.device if evaluator is not None
+                                                             else resolve_device("cpu"))
+    data = data.to(dev)  # moved once: every set below is evaluated on it
+    ev = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test, device=dev)
     sets: dict[str, torch.Tensor] = {"original": orig, **{f"generated ({k})": v for k, v in generated.items()}}
     if baselines:
         n_gen = max((len(v) for v in generated.values()), default=len(orig))
@@ -60,7 +65,7 @@ def evaluation_table(zoo: ParameterZoo, generated: dict[str, torch.Tensor], *, b
         sets["gaussian (per position)"] = per_position_gaussian(orig, gaussian_n or n_gen, seed=seed)
         k = finetune_n or min(len(orig), 50)
         pick = torch.linspace(0, len(orig) - 1, k).round().long()
-        sets["fine-tuned"] = finetuned_members(zoo, orig[pick], steps=finetune_steps, seed=seed)
+        sets["fine-tuned"] = finetuned_members(zoo, orig[pick], steps=finetune_steps, seed=seed, device=dev)
     results = {name: (ev(v, data.x_train, data.y_train), ev(v, data.x_test, data.y_test)) for name, v in sets.items()}
     original_mean = float(results["original"][1].accuracy.mean())
     rows = [method_row(name, tr, te, original_mean) for name, (tr, te) in results.items()]

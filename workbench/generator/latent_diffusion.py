@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig, offset_seed
-from workbench.core.device import resolve_device
+from workbench.core.data_parallel import barrier, process_group
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -476,18 +477,23 @@ def seeded_pdiff_config(config: PDiffConfig, seed: int) -> PDiffConfig:
                    diffusion_train=offset_seed(config.diffusion_train, seed))
 
 
-def fit_or_load(zoo: ParameterZoo, config: PDiffConfig, directory: str | Path, *, progress: bool = True) -> PDiff:
-    """Load the generator saved in ``directory`` if it matches ``config``; otherwise fit (resuming) and save."""
+def fit_or_load(zoo: ParameterZoo, config: PDiffConfig, directory: str | Path, *, progress: bool = True,
+                device: DeviceLike = "cpu") -> PDiff:
+    """Load the generator saved in ``directory`` if it matches ``config``; otherwise fit (resuming) and save —
+    on ``device`` either way; under ``accelerate launch`` only the main process saves."""
     check_zoo(zoo)
     d = Path(directory)
     if (d / "pdiff.json").exists() and read_json(d / "pdiff.json").get("config") == config.to_dict():
-        gen = PDiff.load(d)
+        gen = PDiff.load(d, device=device)
         expected = data_fingerprint(zoo.vectors(), config=config.to_dict())
         if gen.fingerprint not in (None, expected):
             names = ", ".join(c.name for c in zoo.conditions if c.seen)
             raise RunDirMismatchError(f"{d} holds a generator fitted on other data than this zoo's members "
                                       f"({names}); use another directory, or delete it to re-fit")
         return gen
-    gen = PDiff(config).fit(zoo, run_dir=d / "checkpoints", progress=progress)
-    gen.save(d)
+    gen = PDiff(config, device=device).fit(zoo, run_dir=d / "checkpoints", progress=progress)
+    group = process_group(gen.device)
+    if group.is_main:
+        gen.save(d)
+    barrier(group)
     return gen

@@ -19,6 +19,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from workbench.core.config import offset_seed
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.faults import fault_point
 from workbench.core.params import ParamSpec
 from workbench.core.paths import seeded_name
@@ -53,8 +54,9 @@ def base_key(cfg: ZooConfig) -> str:
 
 
 def _train_base(cfg: ZooConfig, store: ZooStore, data, progress: bool, base_cache: Path | None) -> nn.Module:
-    """Train (or reload) the base model of a dense protocol; ``base_cache`` shares it between zoos."""
-    model = build_model(cfg.arch, seed=cfg.seed)
+    """Train (or reload) the base model of a dense protocol (where ``data`` lives); ``base_cache`` shares it
+    between zoos."""
+    model = build_model(cfg.arch, seed=cfg.seed).to(data.x_train.device)
     saved = store.load_state("base")
     if saved is None and base_cache is not None:
         shared = ZooStore(base_cache).load_state(base_key(cfg))
@@ -68,20 +70,21 @@ def _train_base(cfg: ZooConfig, store: ZooStore, data, progress: bool, base_cach
     t0 = time.perf_counter()
     hist = train_loop(model, data.x_train, data.y_train, cfg.train, progress=progress)
     meta = {"train_loss": hist, "seconds": time.perf_counter() - t0}
-    store.save_state("base", model.state_dict(), meta)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    store.save_state("base", state, meta)
     if base_cache is not None:
-        ZooStore(base_cache).save_state(base_key(cfg), model.state_dict(), meta)
+        ZooStore(base_cache).save_state(base_key(cfg), state, meta)
     return model
 
 
 def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progress: bool,
-                   base_cache: Path | None) -> None:
+                   base_cache: Path | None, device: torch.device = torch.device("cpu")) -> None:
     full = cfg.protocol == "dense_full"
     done = store.done_ids()
     if len(done) >= cfg.n_members:
         return
-    model = _train_base(cfg, store, data, progress, base_cache)
-    evaluator = MemberEvaluator(model, spec, probe=data.x_test)
+    model = _train_base(cfg, store, data, progress, base_cache).to(device)
+    evaluator = MemberEvaluator(model, spec, probe=data.x_test, device=device)
 
     if full:
         # Every tensor is fine-tuned, in train mode (BatchNorm statistics move and are part of the member).
@@ -118,8 +121,8 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
         with torch.no_grad():
             for n, t in tensors.items():
                 if n.startswith("param."):
-                    suffix.state_dict()[n[6:]].copy_(t)
-        opt.load_state_dict({"state": {i: {"momentum_buffer": tensors[f"momentum.{i}"]}
+                    suffix.state_dict()[n[6:]].copy_(t.to(device))
+        opt.load_state_dict({"state": {i: {"momentum_buffer": tensors[f"momentum.{i}"].to(device)}
                                        for i in range(len(params)) if f"momentum.{i}" in tensors},
                              "param_groups": opt.state_dict()["param_groups"]})
         step = int(meta["step"])
@@ -133,7 +136,7 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
     pending_steps: list[int] = []
     while step < total_steps:
         epoch, k = divmod(step, n_per_epoch)
-        idx = batch_schedule(len(data.y_train), cfg.train.batch_size, epoch, data_seed)[k]
+        idx = batch_schedule(len(data.y_train), cfg.train.batch_size, epoch, data_seed)[k].to(device)
         loss = nn.functional.cross_entropy(suffix(f_train[idx]), data.y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,7 +149,7 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
             continue  # replaying a trajectory past members that are already stored
         sd = suffix.state_dict()
         pending_ids.append(member)
-        pending_vecs.append(torch.cat([sd[name_map[n]].detach().reshape(-1).float() for n in spec.names]))
+        pending_vecs.append(torch.cat([sd[name_map[n]].detach().reshape(-1).float() for n in spec.names]).cpu())
         pending_steps.append(step)
         bar.update(1)
         if len(pending_ids) == cfg.chunk_size or step == total_steps:
@@ -156,18 +159,23 @@ def _collect_dense(cfg: ZooConfig, spec: ParamSpec, store: ZooStore, data, progr
             extra = [{"seed": cfg.seed, "step": s} for s in pending_steps]
             store.add_shard(_rows(cfg, pending_ids, tr, te, extra), vecs)
             fault_point("after_shard")
-            state = {f"param.{n}": p.detach().clone() for n, p in zip(trainable_suffix, params)}
+            state = {f"param.{n}": p.detach().cpu().clone() for n, p in zip(trainable_suffix, params)}
             for i, p in enumerate(params):
                 buf = opt.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
-                    state[f"momentum.{i}"] = buf.clone()
+                    state[f"momentum.{i}"] = buf.cpu().clone()
             if full:
-                state.update({f"param.{n}": b.detach().clone() for n, b in suffix.named_buffers()
+                state.update({f"param.{n}": b.detach().cpu().clone() for n, b in suffix.named_buffers()
                               if b.is_floating_point()})
             store.save_state("trajectory", state, {"step": step})
             done.update(pending_ids)
             pending_ids, pending_vecs, pending_steps = [], [], []
     bar.close()
+
+
+def _on_device(data, device: torch.device):
+    """The dataset with its tensors on ``device`` (moved once, not per batch); itself when already there."""
+    return data if data.x_train.device == device else data.to(device)
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,7 @@ class SeedChunk:
 
     config: ZooConfig
     ids: tuple[int, ...]
+    device: str = "cpu"  # where the chunk trains (a string: units travel to Ray workers)
 
 
 @lru_cache(maxsize=4)
@@ -191,7 +200,8 @@ def train_seed_chunk(unit: SeedChunk) -> tuple[list[dict[str, Any]], torch.Tenso
     fault_point("seed_chunk")  # tests kill a worker here
     template = build_model(cfg.arch, seed=cfg.seed)
     spec = ParamSpec.select(template, cfg.select, cfg.exclude)
-    data = _task_data(cfg.data)
+    dev = resolve_device(unit.device)
+    data = _on_device(_task_data(cfg.data), dev)
     all_params = set(dict(template.named_parameters()))
     vectorise = cfg.vectorized and not _has_batchnorm(template) and set(spec.names) <= all_params
     seeds = [cfg.seed + i for i in unit.ids]
@@ -199,13 +209,13 @@ def train_seed_chunk(unit: SeedChunk) -> tuple[list[dict[str, Any]], torch.Tenso
         init = init_members(cfg.arch, seeds)
         states, _ = train_vectorized(cfg.arch, init, data.x_train, data.y_train, cfg.train,
                                      trainable=None if set(spec.names) == all_params else list(spec.names))
-        vecs = spec.flatten_batch({**init, **states})
+        vecs = spec.flatten_batch({**init, **{k: v.cpu() for k, v in states.items()}})
     else:
         vs = []
         for s in seeds:
-            m = build_model(cfg.arch, seed=s).train()
+            m = build_model(cfg.arch, seed=s).to(dev).train()
             train_loop(m, data.x_train, data.y_train, cfg.train)
-            vs.append(spec.flatten(m.eval()))
+            vs.append(spec.flatten(m.eval().cpu()))
         vecs = torch.stack(vs)
     evaluator = MemberEvaluator(template, spec, probe=data.x_test)
     tr = evaluator(vecs, data.x_train, data.y_train)
@@ -214,7 +224,8 @@ def train_seed_chunk(unit: SeedChunk) -> tuple[list[dict[str, Any]], torch.Tenso
     return _rows(cfg, list(unit.ids), tr, te, extra), vecs
 
 
-def _collect_seeds(cfg: ZooConfig, store: ZooStore, progress: bool, executor: Executor) -> None:
+def _collect_seeds(cfg: ZooConfig, store: ZooStore, progress: bool, executor: Executor,
+                   device: torch.device) -> None:
     template = build_model(cfg.arch, seed=cfg.seed)
     if not (store.root / "base.safetensors").exists():
         store.save_state("base", template.state_dict(), {"note": "template only: every member is generated whole"})
@@ -222,7 +233,7 @@ def _collect_seeds(cfg: ZooConfig, store: ZooStore, progress: bool, executor: Ex
     todo = [i for i in range(cfg.n_members) if i not in done]
     if not todo:
         return
-    units = [SeedChunk(cfg, tuple(chunk)) for chunk in iter_chunks(todo, cfg.chunk_size)]
+    units = [SeedChunk(cfg, tuple(chunk), str(device)) for chunk in iter_chunks(todo, cfg.chunk_size)]
     bar = tqdm(total=cfg.n_members, initial=len(done), desc=f"{cfg.name}: seeds ({executor.name})",
                disable=not progress)
     # only this process writes: each chunk is one atomic shard, committed as its result arrives
@@ -234,14 +245,17 @@ def _collect_seeds(cfg: ZooConfig, store: ZooStore, progress: bool, executor: Ex
 
 
 def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_cache: str | Path | None = None,
-            executor: str | Executor | None = None) -> Zoo:
+            executor: str | Executor | None = None, device: DeviceLike = "cpu") -> Zoo:
     """Collect (or resume collecting) the zoo ``config`` into ``root``; returns the loaded zoo.
 
     ``base_cache``: a directory where trained base models are shared between zoos (see :func:`base_key`).
     ``executor``: where the seeds protocol's chunks are trained — ``"local"`` (default), ``"ray"`` (a local Ray),
     or an executor object such as ``RayExecutor(address)`` (see :mod:`workbench.zoo.executors`). The dense
-    protocols are one trajectory each (every checkpoint continues the previous one), so they always run here."""
+    protocols are one trajectory each (every checkpoint continues the previous one), so they always run here.
+    ``device``: where members train and are evaluated (``"auto"``: CUDA when present); the stored members are the
+    same up to floating point on any device (the random streams are drawn on the CPU)."""
     make_executor(executor)  # a bad executor name is refused before anything is written
+    dev = resolve_device(device)
     store = ZooStore(root)
     # The spec depends only on the architecture, and the data must load: both are checked before anything is
     # written, so a bad config leaves no half-made zoo directory behind.
@@ -250,9 +264,10 @@ def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_
     store.init(config, spec)
     if config.protocol == "seeds":
         with executor_scope(executor) as ex:
-            _collect_seeds(config, store, progress, ex)
+            _collect_seeds(config, store, progress, ex, dev)
     else:
-        _collect_dense(config, spec, store, data, progress, Path(base_cache) if base_cache else None)
+        _collect_dense(config, spec, store, _on_device(data, dev), progress, Path(base_cache) if base_cache else None,
+                       dev)
     return Zoo(root)
 
 
@@ -269,10 +284,11 @@ def seeded_zoo_config(config: ZooConfig, seed: int) -> ZooConfig:
 
 
 def collect_all(configs: dict[str, ZooConfig], run_dir: str | Path, *, seed: int = 0,
-                progress: bool = True, executor: str | Executor | None = None) -> dict[str, Zoo]:
+                progress: bool = True, executor: str | Executor | None = None,
+                device: DeviceLike = "cpu") -> dict[str, Zoo]:
     """Collect (or resume) several zoos, moved by ``seed``, into ``<run_dir>/zoos/<key>`` (``<key>_seed<k>`` for a
-    seed other than 0); ``executor`` as in :func:`collect`."""
+    seed other than 0); ``executor`` and ``device`` as in :func:`collect`."""
     run_dir = Path(run_dir)
     with executor_scope(executor) as ex:  # one Ray for all the zoos, not one per zoo
         return {k: collect(seeded_zoo_config(c, seed), run_dir / "zoos" / seeded_name(k, seed), progress=progress,
-                           base_cache=run_dir / "bases", executor=ex) for k, c in configs.items()}
+                           base_cache=run_dir / "bases", executor=ex, device=device) for k, c in configs.items()}

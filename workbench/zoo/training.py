@@ -94,16 +94,17 @@ def train_loop(
     for epoch in tqdm(range(start_epoch, cfg.epochs), desc="train", disable=not progress, leave=False):
         total, count = 0.0, 0
         for idx in batch_schedule(len(y), cfg.batch_size, epoch, cfg.data_seed):
+            idx = idx.to(x.device)
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            total += float(loss.detach()) * len(idx)
+            total = total + loss.detach().double() * len(idx)  # a tensor: no host sync per step on a GPU
             count += len(idx)
             if on_step is not None:
                 on_step(step, model)
-        history.append(total / max(count, 1))
+        history.append(float(total) / max(count, 1))
     for p in model.parameters():
         p.requires_grad_(True)
     return history
@@ -118,6 +119,7 @@ def init_members(arch: ArchConfig, seeds: Sequence[int], dtype: torch.dtype = to
     """Stacked initial state dicts (M, *shape): member ``i`` is ``build_model(arch, seed=seeds[i])``."""
     states = [build_model(arch, seed=int(s)).to(dtype).state_dict() for s in seeds]
     return {k: torch.stack([s[k] for s in states]) for k in states[0]}
+
 
 
 def _is_plain_mlp(model: nn.Module) -> bool:
@@ -255,7 +257,9 @@ def train_vectorized(
     """
     model = build_model(arch) if isinstance(arch, ArchConfig) else arch
     dtype = next(iter(init.values())).dtype
-    model = model.to(dtype)
+    # the members train where the data lives (CUDA data: on CUDA); results stay there for the caller to move
+    model = model.to(dtype=dtype, device=x.device)
+    init = {k: v.to(x.device) for k, v in init.items()}
     names = list(dict(model.named_parameters())) if trainable is None else list(trainable)
     missing = [n for n in names if n not in init]
     if missing:
@@ -273,12 +277,13 @@ def train_vectorized(
     n_steps = len(batch_schedule(n, cfg.batch_size, 0, cfg.data_seed))
     bar = tqdm(total=cfg.epochs * n_steps, desc=f"train {members.M} members", disable=not progress, leave=False)
     for epoch in range(cfg.epochs):
-        total = torch.zeros(members.M, dtype=torch.float64)
+        total = torch.zeros(members.M, dtype=torch.float64, device=x.device)  # summed where the loss is: no sync
         for idx in batch_schedule(n, cfg.batch_size, epoch, cfg.data_seed):
+            idx = idx.to(x.device)
             loss = members.step(x[idx], y[..., idx], cfg)
             total += loss.detach().double() * len(idx)
             bar.update(1)
-        history.append(total / n)
+        history.append((total / n).cpu())
     bar.close()
     return members.state(), torch.stack(history) if history else torch.zeros(0, members.M)
 

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
+from workbench.core.device import DeviceLike
 from workbench.core.io import atomic_write_csv, atomic_write_json
 from workbench.core.paths import seeded_name
 from workbench.core.timing import Stopwatch
@@ -42,9 +43,11 @@ __all__ = ["PDiffRun", "SeedsRun", "MemorisationRun", "pdiff_experiment", "seeds
            "memorisation_experiment", "seeded_zoo_config", "seeded_pdiff_config", "seeded_name", "collect_zoo",
            "sampler_arguments"]
 
-def collect_zoo(key: str, config: ZooConfig, root: str | Path, *, seed: int = 0, progress: bool = False) -> Zoo:
-    """Collect (or resume) the zoo ``config``, moved by ``seed``, into ``root/zoos/<key>``."""
-    return collect_all({key: config}, root, seed=seed, progress=progress)[key]
+def collect_zoo(key: str, config: ZooConfig, root: str | Path, *, seed: int = 0, progress: bool = False,
+                device: DeviceLike = "cpu") -> Zoo:
+    """Collect (or resume) the zoo ``config``, moved by ``seed``, into ``root/zoos/<key>`` (training on
+    ``device``)."""
+    return collect_all({key: config}, root, seed=seed, progress=progress, device=device)[key]
 
 
 def sampler_arguments(name: str) -> dict[str, Any]:
@@ -58,13 +61,13 @@ def sampler_arguments(name: str) -> dict[str, Any]:
 
 
 def _zoo_and_generator(key: str, zoo_config: ZooConfig, config: PDiffConfig, root: Path, seed: int, progress: bool,
-                       watch: Stopwatch) -> tuple[Zoo, PDiff, Path]:
+                       watch: Stopwatch, device: DeviceLike = "cpu") -> tuple[Zoo, PDiff, Path]:
     """The dense zoo and its p-diff generator (collected or resumed, fitted or loaded) and the generator's folder."""
     with watch("zoo"):
-        zoo = collect_zoo(key, zoo_config, root, seed=seed, progress=progress)
+        zoo = collect_zoo(key, zoo_config, root, seed=seed, progress=progress, device=device)
     directory = root / "generators" / "pdiff" / seeded_name(key, seed)
     with watch("fit"):
-        gen = fit_or_load(zoo, seeded_pdiff_config(config, seed), directory, progress=progress)
+        gen = fit_or_load(zoo, seeded_pdiff_config(config, seed), directory, progress=progress, device=device)
     return zoo, gen, directory
 
 
@@ -86,18 +89,19 @@ class PDiffRun:
 
 def pdiff_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root: str | Path, *,
                      n_samples: int = 100, samplers: Sequence[str] = ("ddpm", "ddim-50"), draw: int = 0,
-                     evaluate: bool = True, seed: int = 0, progress: bool = False) -> PDiffRun:
+                     evaluate: bool = True, seed: int = 0, progress: bool = False,
+                     device: DeviceLike = "cpu") -> PDiffRun:
     """p-diff on one dense zoo: collect or resume the zoo under ``root``, fit or load the generator, measure the
     reconstruction, sample ``n_samples`` models with each sampler and evaluate them beside the originals and the
     baselines (written to ``evaluation.csv`` / ``.json`` in the generator's folder).
 
     ``draw``: sample ``max(n_samples, draw)`` models in one batch and keep the first ``n_samples`` (the benchmark
     times a batch of 100 whatever ``n_samples`` is). ``samplers=()`` and ``evaluate=False`` stop after the
-    reconstruction (notebook 02)."""
+    reconstruction (notebook 02). ``device``: where every stage runs (``"auto"``: CUDA when present)."""
     root, watch = Path(root), Stopwatch()
-    zoo, gen, directory = _zoo_and_generator(key, zoo_config, config, root, seed, progress, watch)
-    data = zoo.data()
-    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
+    zoo, gen, directory = _zoo_and_generator(key, zoo_config, config, root, seed, progress, watch, device)
+    data = zoo.data().to(gen.device)  # moved once for the reconstruction and every evaluation below
+    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test, device=gen.device)
     with watch("reconstruct"):
         reconstruction = ev(gen.reconstruct(zoo.vectors()), data.x_test, data.y_test)
     samples: dict[str, torch.Tensor] = {}
@@ -130,7 +134,8 @@ class SeedsRun:
 
 
 def seeds_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root: str | Path, *, n_samples: int = 100,
-                     sampler: str = "ddpm", steps: int = 50, seed: int = 0, progress: bool = False) -> SeedsRun:
+                     sampler: str = "ddpm", steps: int = 50, seed: int = 0, progress: bool = False,
+                     device: DeviceLike = "cpu") -> SeedsRun:
     """Entire models from independent seeds: collect or resume the zoo, fit or load the generator with its alignment
     (``config``) and without (``align="none"``: the permutation collapse), sample ``n_samples`` models from each and
     evaluate them against the before/after-alignment baselines (:func:`~workbench.systems.pdiff.seeds.
@@ -139,18 +144,18 @@ def seeds_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root:
     ``steps`` is DDIM's only: DDPM always runs all T steps."""
     root, watch = Path(root), Stopwatch()
     with watch("zoo"):
-        zoo = collect_zoo(key, zoo_config, root, seed=seed, progress=progress)
+        zoo = collect_zoo(key, zoo_config, root, seed=seed, progress=progress, device=device)
     cfg = seeded_pdiff_config(config, seed)
     folder = root / "generators" / "seeds"
     gens, samples = {}, {}
     for name, c in (("aligned", cfg), ("unaligned", replace(cfg, align="none"))):
         with watch(f"fit_{name}"):
-            gens[name] = fit_or_load(zoo, c, folder / seeded_name(name, seed), progress=progress)
+            gens[name] = fit_or_load(zoo, c, folder / seeded_name(name, seed), progress=progress, device=device)
         with watch(f"sample_{name}"):
             samples[name] = gens[name].sample(n_samples, sampler=sampler, steps=steps if sampler == "ddim" else None,
                                               seed=seed)
     with watch("evaluate"):
-        result = seeds_evaluation(zoo, samples, reference=cfg.align_reference, seed=seed)
+        result = seeds_evaluation(zoo, samples, reference=cfg.align_reference, seed=seed, device=device)
     atomic_write_csv(folder / f"{seeded_name('evaluation', seed)}.csv", result.table, index=True)
     return SeedsRun(key, zoo, gens, samples, result, {**watch.seconds, "total": watch.total})
 
@@ -167,12 +172,13 @@ class MemorisationRun:
 
 
 def memorisation_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root: str | Path, *,
-                            n_samples: int = 100, seed: int = 0, progress: bool = False) -> MemorisationRun:
+                            n_samples: int = 100, seed: int = 0, progress: bool = False,
+                            device: DeviceLike = "cpu") -> MemorisationRun:
     """Is the p-diff generator of one dense zoo memorising: the zoo and generator of :func:`pdiff_experiment`
     (collected or fitted, else resumed under ``root``), then :func:`~workbench.evaluation.memorisation.
     memorisation_analysis` of ``n_samples`` generated models against every baseline."""
     root, watch = Path(root), Stopwatch()
-    zoo, gen, _ = _zoo_and_generator(key, zoo_config, config, root, seed, progress, watch)
+    zoo, gen, _ = _zoo_and_generator(key, zoo_config, config, root, seed, progress, watch, device)
     with watch("analysis"):
         analysis = memorisation_analysis(zoo, gen, n_samples=n_samples, seed=seed)
     return MemorisationRun(key, zoo, gen, analysis, {**watch.seconds, "total": watch.total})

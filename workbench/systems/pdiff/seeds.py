@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.device import DeviceLike
 from workbench.evaluation.baselines import per_position_gaussian, soup
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.memorisation import interpolation_accuracy, max_iou_to, median
@@ -55,8 +56,8 @@ def interpolation_barriers(evaluator: MemberEvaluator, data, vectors: torch.Tens
 
 
 def seeds_evaluation(zoo: ParameterZoo, generated: Mapping[str, torch.Tensor], *, reference: int = 0, seed: int = 0,
-                     n_pairs: int = 8, noise_sigmas=(0.1, 0.3, 0.5), evaluator: MemberEvaluator | None = None
-                     ) -> SeedsResult:
+                     n_pairs: int = 8, noise_sigmas=(0.1, 0.3, 0.5), evaluator: MemberEvaluator | None = None,
+                     device: DeviceLike = "cpu") -> SeedsResult:
     """Evaluate generated entire models against the originals and the before/after-alignment baselines.
 
     ``generated`` maps a name (e.g. "aligned", "unaligned") to sampled vectors. Noise σ is relative to each
@@ -64,7 +65,7 @@ def seeds_evaluation(zoo: ParameterZoo, generated: Mapping[str, torch.Tensor], *
     check_zoo(zoo)
     data = zoo.data()
     orig = zoo.vectors()
-    ev = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
+    ev = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test, device=device)
     aligned, _ = align_zoo(orig, zoo.spec, zoo.model(), reference=reference)
     n_gen = max((len(v) for v in generated.values()), default=len(orig))
     table, results = evaluation_table(zoo, dict(generated), seed=seed, noise_sigmas=noise_sigmas, evaluator=ev)
