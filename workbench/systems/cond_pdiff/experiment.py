@@ -17,6 +17,7 @@ from typing import Any, Mapping, TypeVar
 import pandas as pd
 
 from workbench.core.config import offset_seed
+from workbench.core.device import DeviceLike
 from workbench.core.paths import seeded_path
 from workbench.core.timing import Stopwatch
 from workbench.generator.latent_diffusion import seeded_pdiff_config
@@ -46,31 +47,33 @@ def seeded_config(config: CondPDiffConfig, seed: int) -> CondPDiffConfig:
     return replace(config, pdiff=seeded_pdiff_config(config.pdiff, seed)) if seed else config
 
 
-def collect_task_zoo(zoo_config: LoRAZooConfig | TextLoRAZooConfig, root: str | Path, *, progress: bool = False
-                     ) -> ParameterZoo:
+def collect_task_zoo(zoo_config: LoRAZooConfig | TextLoRAZooConfig, root: str | Path, *, progress: bool = False,
+                     device: DeviceLike = None) -> ParameterZoo:
     """Collect (or resume) the LoRA zoo of a task zoo config: over images, or over text for a text config."""
     if isinstance(zoo_config, TextLoRAZooConfig):
-        return collect_text_lora_zoo(zoo_config, root, progress=progress)
-    return collect_lora_zoo(zoo_config, root, progress=progress)
+        return collect_text_lora_zoo(zoo_config, root, progress=progress, device=device)
+    return collect_lora_zoo(zoo_config, root, progress=progress, device=device)
 
 
 def cond_experiment(zoo_config: LoRAZooConfig | TextLoRAZooConfig, config: CondPDiffConfig, zoo_dir: str | Path,
                     generator_dir: str | Path, *, n_samples: int = 20, seed: int = 0,
                     ablation: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, device: DeviceLike = None) -> dict[str, Any]:
     """The whole Cond P-Diff experiment: collect (or resume) the LoRA zoo in ``zoo_dir``, fit (or load) the
     conditional generator in ``generator_dir``, evaluate ``n_samples`` models per task (seen and unseen), and —
     with ``ablation`` settings (``n_samples``, ``steps``, ``checkpoints``: the preset's) — compare guidance scales
-    and refit the ablations (normalisation, condition, checkpoints per task).
+    and refit the ablations (normalisation, condition, checkpoints per task). ``device``: where the zoo's
+    fine-tuning and the generator run (default the CPU; the evaluation runs on the CPU).
 
     Returns ``zoo``, ``generator``, ``result`` (:class:`CondResult`), ``summary``, ``guidance`` and ``ablations``
     (tables; None/empty without ``ablation``), the seeded configs, and ``seconds`` per stage."""
     watch = Stopwatch()
     zoo_config, config = offset_seed(zoo_config, seed), seeded_config(config, seed)
     with watch("zoo"):
-        zoo = collect_task_zoo(zoo_config, seeded_path(zoo_dir, seed), progress=progress)
+        zoo = collect_task_zoo(zoo_config, seeded_path(zoo_dir, seed), progress=progress, device=device)
     with watch("fit"):
-        gen = fit_or_load_cond(zoo, config, seeded_path(generator_dir, seed), cache_dir=cache_dir, progress=progress)
+        gen = fit_or_load_cond(zoo, config, seeded_path(generator_dir, seed), cache_dir=cache_dir, progress=progress,
+                               device=device)
     with watch("evaluate"):
         res = cond_evaluation(zoo, gen, n_samples=n_samples, seed=seed)
     guidance, ablations = None, {}

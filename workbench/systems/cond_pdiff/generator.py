@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
-from workbench.core.device import resolve_device
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.diffusion import check_guidance_scale, check_num_samples
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, staged_directory
 from workbench.core.timing import Stopwatch
@@ -86,7 +86,7 @@ class CondPDiff:
     text, or an image)."""
 
     def __init__(self, config: CondPDiffConfig | None = None, *, encoder: TextEncoder | None = None,
-                 cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 cache_dir: str | Path | None = None, device: DeviceLike = "cpu",
                  image_encoder: ImageEncoder | None = None) -> None:
         self.config = config or CondPDiffConfig()
         self.device = resolve_device(device)
@@ -379,7 +379,8 @@ class CondPDiff:
 
     @classmethod
     def load(cls, directory: str | Path, *, encoder: TextEncoder | None = None,
-             cache_dir: str | Path | None = None, image_encoder: ImageEncoder | None = None) -> "CondPDiff":
+             cache_dir: str | Path | None = None, image_encoder: ImageEncoder | None = None,
+             device: DeviceLike = None) -> "CondPDiff":
         """Inverse of :meth:`save`."""
         d = Path(directory)
         meta_path = d / "cond_pdiff.json"
@@ -392,8 +393,8 @@ class CondPDiff:
                              "inconsistent — re-save it (CondPDiff.save) or re-fit")
         check_bundle(d, meta, "cond_pdiff.json")
         self = cls(CondPDiffConfig.from_dict(meta["config"]), encoder=encoder, cache_dir=cache_dir,
-                   image_encoder=image_encoder)
-        self.pdiff = PDiff.load(d)
+                   image_encoder=image_encoder, device=device)
+        self.pdiff = PDiff.load(d, device=self.device)
         self.seen = meta.get("seen")
         conds = load_tensors(d / "seen_conditions.safetensors").get("conditions")
         self.tasks = self._load_tasks(d, self.seen if isinstance(self.seen, list) else [])
@@ -468,12 +469,13 @@ def _with_seen(c: Condition, seen: bool) -> Condition:
 
 
 def fit_or_load_cond(zoo: Any, config: CondPDiffConfig, directory: str | Path, *, cache_dir: str | Path | None = None,
-                     progress: bool = True) -> CondPDiff:
+                     progress: bool = True, device: DeviceLike = None) -> CondPDiff:
     """Load the conditional generator saved in ``directory`` if it matches ``config``; else fit and save."""
     d = Path(directory)
     if (d / "cond_pdiff.json").exists() and read_json(d / "cond_pdiff.json")["config"] == config.to_dict() \
             and (d / "denoiser_weights.safetensors").exists():
-        return CondPDiff.load(d, cache_dir=cache_dir)
-    gen = CondPDiff(config, cache_dir=cache_dir).fit(zoo, run_dir=d / "checkpoints", progress=progress)
+        return CondPDiff.load(d, cache_dir=cache_dir, device=device)
+    gen = CondPDiff(config, cache_dir=cache_dir, device=device).fit(zoo, run_dir=d / "checkpoints",
+                                                                     progress=progress)
     gen.save(d)
     return gen

@@ -11,6 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from workbench.core.config import offset_seed
+from workbench.core.device import DeviceLike
 from workbench.core.paths import seeded_name
 from workbench.core.timing import Stopwatch
 from workbench.systems.d2nwg.baselines import EncodingRegressor, fit_regressor
@@ -84,17 +85,19 @@ def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir:
                      finetune_steps: Sequence[int] = (0, 1, 5, 25, 100), finetune_lr: float = 0.01, ablations: Sequence[str] = ABLATIONS,
                      seen_limit: int | None = None, ablation_seen_limit: int | None = None,
                      ablation_steps: int | None = None, seed: int = 0,
-                     progress: bool = True) -> D2NWGResults:
+                     progress: bool = True, device: DeviceLike = "cpu") -> D2NWGResults:
     """Run the whole D2NWG study in ``run_dir`` (``zoo/``, ``generator/``, ``ablations/<name>/``, with ``_seed<k>``
     for seed k > 0; everything resumes). ``seed`` moves the heads' and the generator's training (the datasets stay)
-    and the support draws and samples. ``seen_limit`` evaluates that many seen datasets, spread evenly over them (the ci preset)."""
+    and the support draws and samples. ``seen_limit`` evaluates that many seen datasets, spread evenly over them (the ci preset).
+    ``device``: where the zoo's heads and the generators train and sample (default the CPU)."""
     run_dir = Path(run_dir)
     watch = Stopwatch()
     zoo_config, config = seeded_configs(zoo_config, config, seed)
     with watch("zoo"):
-        zoo = collect_dataset_zoo(zoo_config, run_dir / seeded_name("zoo", seed), progress=progress)
+        zoo = collect_dataset_zoo(zoo_config, run_dir / seeded_name("zoo", seed), progress=progress, device=device)
     with watch("generator"):
-        gen = fit_or_load_d2nwg(zoo, config, run_dir / seeded_name("generator", seed), progress=progress)
+        gen = fit_or_load_d2nwg(zoo, config, run_dir / seeded_name("generator", seed), progress=progress,
+                                device=device)
     seen_names = _spread(gen.seen, seen_limit)
     ablation_seen = _spread(seen_names, ablation_seen_limit)
     with watch("evaluation"):
@@ -124,7 +127,7 @@ def d2nwg_experiment(zoo_config: DatasetZooConfig, config: D2NWGConfig, run_dir:
                 else:
                     same_vae = stage1_settings(cfg) == stage1_settings(config)  # the frozen β-VAE is shared
                     g = fit_or_load_d2nwg(zoo, cfg, run_dir / seeded_name("ablations", seed) / name,
-                                          progress=progress, reuse_vae=gen if same_vae else None)
+                                          progress=progress, reuse_vae=gen if same_vae else None, device=device)
                 u, _ = unseen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed)
                 s = seen_table(g, zoo, shots=shots, n_samples=n_samples, seed=seed, datasets=ablation_seen)
             rows.append({"ablation": name, "unseen_generated_mean": float(u["generated_mean"].mean()),

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
-from workbench.core.device import resolve_device
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -520,7 +520,7 @@ class D2NWG:
 
 
 def fit_or_load_d2nwg(zoo: Any, config: D2NWGConfig, directory: str | Path, *, progress: bool = True,
-                      reuse_vae: D2NWG | None = None) -> D2NWG:
+                      reuse_vae: D2NWG | None = None, device: DeviceLike = "cpu") -> D2NWG:
     """Load the generator saved in ``directory`` if it was fitted with ``config`` on these seen datasets; else fit
     (resuming from ``directory/checkpoints``) and save."""
     d = Path(directory)
@@ -528,8 +528,8 @@ def fit_or_load_d2nwg(zoo: Any, config: D2NWGConfig, directory: str | Path, *, p
     if (d / MARKER).exists():
         meta = read_json(d / MARKER)
         if meta.get("config") == config.to_dict() and meta.get("seen") == seen:
-            return D2NWG.load(d)
-    gen = D2NWG(config).fit(zoo, run_dir=d / "checkpoints", progress=progress, reuse_vae=reuse_vae)
+            return D2NWG.load(d, device=device)
+    gen = D2NWG(config, device=device).fit(zoo, run_dir=d / "checkpoints", progress=progress, reuse_vae=reuse_vae)
     gen.save(d)
     atomic_write_json(d / "fit_seconds.json", gen.seconds)
     return gen

@@ -28,6 +28,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import (
     atomic_write_json,
     load_tensors,
@@ -194,9 +195,12 @@ def _collect_features(cfg: DatasetZooConfig, root: Path, featurizer: ImageFeatur
         seconds[f"features:{source}.{domain}"] = time.perf_counter() - t0
 
 
-def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bool = True) -> "DatasetZoo":
+def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bool = True,
+                        device: DeviceLike = None) -> "DatasetZoo":
     """Collect (or resume) the dataset zoo: features of every (source, domain) pool, then per dataset its head
-    checkpoints and, with ``cfg.lora``, its LoRA checkpoints."""
+    checkpoints and, with ``cfg.lora``, its LoRA checkpoints; the heads and adapters fine-tune on ``device``
+    (default the CPU; the image features are computed on the CPU)."""
+    resolve_device(device)  # checked before anything is written
     root = Path(root)
     start_zoo(root, cfg)
     recipes = cfg.recipes()
@@ -232,7 +236,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
 
     collect_conditions(root / "heads", names, head, spec, trainable=spec.names, init=init, loss=loss, rows=rows,
                        kind="dataset", folder="datasets", steps=cfg.steps, keep_last=cfg.keep_last, lr=cfg.lr,
-                       seconds=read_timings(root / "heads"), progress=progress)
+                       seconds=read_timings(root / "heads"), progress=progress, device=device)
     seconds["heads"] = time.perf_counter() - t1
 
     # -- the LoRA variant: LoRA on conv_head + the head, on prefix features, through the shared engine ----------
@@ -262,7 +266,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
         collect_conditions(root / "lora", names, model, lspec, trainable=lspec.names, init=linit, loss=lloss,
                            rows=lrows, kind="dataset", folder="datasets", steps=cfg.lora_steps,
                            keep_last=cfg.lora_keep_last, lr=cfg.lora_lr, seconds=read_timings(root / "lora"),
-                           progress=progress)
+                           progress=progress, device=device)
         seconds["lora"] = time.perf_counter() - t2
     atomic_write_json(root / "timings.json", seconds)
     return DatasetZoo(root)

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
+from workbench.core.device import DeviceLike
 from workbench.core.io import atomic_write_csv
 from workbench.core.paths import seeded_name
 from workbench.core.timing import Stopwatch
@@ -87,13 +88,13 @@ class RPGSeedsRun:
 
 def rpg_seeds_experiment(key: str, zoo_config: ZooConfig, config: RPGConfig, root: str | Path, *,
                          pdiff_config: PDiffConfig | None = None, n_samples: int = 100, seed: int = 0,
-                         progress: bool = False) -> RPGSeedsRun:
+                         progress: bool = False, device: DeviceLike = "cpu") -> RPGSeedsRun:
     """Entire models from independent seeds: RPG with a permutation state per seed and without any, beside the
     aligned p-diff generator (``pdiff_config``; skipped when None), evaluated like notebook 03 (originals, soups and
     Gaussians before/after alignment, noise-added, fine-tuned, IoU novelty) plus novelty in the aligned frame."""
     root, watch = Path(root), Stopwatch()
     with watch("zoo"):
-        zoo = collect_all({key: zoo_config}, root, seed=seed, progress=progress)[key]
+        zoo = collect_all({key: zoo_config}, root, seed=seed, progress=progress, device=device)[key]
     vectors = zoo.vectors()
     cfg = seeded_rpg_config(config, seed)
     variants = {RPG_STATES: cfg, RPG_NO_STATES: replace(cfg, permutation_states=False)}
@@ -103,13 +104,13 @@ def rpg_seeds_experiment(key: str, zoo_config: ZooConfig, config: RPGConfig, roo
     for name, c in variants.items():
         slug = "states" if c.permutation_states else "no_states"
         with watch(f"fit_{slug}"):
-            gens[name] = fit_or_load_rpg(vectors, zoo.spec, c, folder / slug, progress=progress)
+            gens[name] = fit_or_load_rpg(vectors, zoo.spec, c, folder / slug, progress=progress, device=device)
         with watch(f"sample_{slug}"):
             samples[name] = gens[name].sample(n_samples, seed=seed)
     if pdiff_config is not None:
         pcfg = seeded_pdiff_config(pdiff_config, seed)
         with watch("fit_pdiff"):
-            gens[PDIFF_ALIGNED] = fit_or_load(zoo, pcfg, folder / "pdiff_aligned", progress=progress)
+            gens[PDIFF_ALIGNED] = fit_or_load(zoo, pcfg, folder / "pdiff_aligned", progress=progress, device=device)
         with watch("sample_pdiff"):
             samples[PDIFF_ALIGNED] = gens[PDIFF_ALIGNED].sample(n_samples, sampler="ddpm", seed=seed)
     with watch("evaluate"):
@@ -144,7 +145,7 @@ def _sample_codes(gen: RPG, codes: torch.Tensor, names: list[str], n: int, seed:
 
 def rpg_task_code_experiment(zoo_config: TaskCodeZooConfig, config: RPGConfig, root: str | Path, *,
                              n_per_code: int = 8, n_seen_eval: int = 50, key: str = "task_codes", seed: int = 0,
-                             progress: bool = False) -> RPGTaskCodeRun:
+                             progress: bool = False, device: DeviceLike = "cpu") -> RPGTaskCodeRun:
     """Unseen tasks: collect (or resume) the task-code zoo, fit (or load) RPG conditioned on the code over the seen
     codes' models, generate ``n_per_code`` models for every held-out code and for ``n_seen_eval`` seen codes, and
     compare them with the trained, nearest-code, soup and regressor models."""
@@ -160,14 +161,15 @@ def rpg_task_code_experiment(zoo_config: TaskCodeZooConfig, config: RPGConfig, r
     # every code's model is fine-tuned from the same pretrained model: one source, one permutation state
     with watch("fit"):
         gen = fit_or_load_rpg(vectors, zoo.spec, cfg, root / "generators" / "rpg" / seeded_name(key, seed),
-                              sources=[0] * len(seen), conditions=zoo.codes[seen].float(), progress=progress)
+                              sources=[0] * len(seen), conditions=zoo.codes[seen].float(), progress=progress,
+                              device=device)
     with watch("regressor"):
         regressor = RidgeCodeRegressor.fit(zoo.codes[seen], vectors)
     ids = zoo.unseen_ids() + seen[:n_seen_eval]
     with watch("sample"):
         samples = _sample_codes(gen, zoo.codes[ids], [zoo.names[i] for i in ids], n_per_code, seed)
     with watch("evaluate"):
-        ev = MemberEvaluator(zoo.model(), zoo.spec, probe=zoo.digits().x_test)
+        ev = MemberEvaluator(zoo.model(), zoo.spec, probe=zoo.digits().x_test, device=device)
         table = task_code_table(zoo, samples, ids, regressor=regressor, evaluator=ev)
     summary = summarise_task_codes(table)
     folder = root / "generators" / "rpg" / seeded_name(key, seed)
@@ -293,7 +295,7 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
                    other_seeds: Mapping[str, dict] | None = None, capacity: dict | None = None,
                    run_dir: str | Path, seed: int = 0,
                    parts: tuple[str, ...] = ("seeds", "tasks", "scale", "largest", "ablations"),
-                   progress: bool = False) -> RPGResults:
+                   progress: bool = False, device: DeviceLike = "cpu") -> RPGResults:
     """The RPG study of notebook 08 and ``bench rpg``: ``parts`` among "seeds", "tasks", "scale", "largest",
     "ablations" (which needs "tasks": it reuses the task-code zoo), "capacity" (:func:`rpg_capacity_experiment` on
     the seeds zoo; ``capacity``: its ``ks``, ``steps`` and ``n_samples``). ``other_seeds``: further seeds zoos for the
@@ -305,17 +307,18 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
     if "seeds" in parts:
         with watch("seeds"):
             seeds_run = rpg_seeds_experiment(seeds_zoo.name, seeds_zoo, config, root, pdiff_config=pdiff_config,
-                                             n_samples=n_samples, seed=seed, progress=progress)
+                                             n_samples=n_samples, seed=seed, progress=progress, device=device)
         for key, other in (other_seeds or {}).items():
             with watch(f"seeds_{key}"):
                 others[key] = rpg_seeds_experiment(key, other["zoo"], config, root,
                                                    pdiff_config=other.get("pdiff_config"),
                                                    n_samples=int(other.get("n_samples", n_samples)), seed=seed,
-                                                   progress=progress)
+                                                   progress=progress, device=device)
     if "tasks" in parts:
         with watch("tasks"):
             tasks_run = rpg_task_code_experiment(task_zoo, task_config, root, n_per_code=n_per_code,
-                                                 n_seen_eval=n_seen_eval, seed=seed, progress=progress)
+                                                 n_seen_eval=n_seen_eval, seed=seed, progress=progress,
+                                                 device=device)
     if "scale" in parts and scale:
         with watch("scale"):
             curve = scale_curve(scale["sizes"], scale["config"], scale["pdiff_config"], root / "scale",
@@ -326,24 +329,26 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
     if "largest" in parts and largest:
         with watch("largest"):
             largest_run = rpg_largest_experiment(largest["zoo"], largest["config"], root,
-                                                 n_samples=largest["n_samples"], seed=seed, progress=progress)
+                                                 n_samples=largest["n_samples"], seed=seed, progress=progress,
+                                                 device=device)
     ablation_table = None
     if "ablations" in parts and ablations and tasks_run is not None:
         with watch("ablations"):
             ablation_table = rpg_ablation_experiment(
                 tasks_run.zoo, task_config, root, ablations=tuple(ablations.get("variants", ABLATIONS)),
                 steps=ablations.get("steps"), n_per_code=int(ablations.get("n_per_code", 2)),
-                n_codes=int(ablations.get("n_codes", 20)), seed=seed, progress=progress)
+                n_codes=int(ablations.get("n_codes", 20)), seed=seed, progress=progress, device=device)
         atomic_write_csv(root / "generators" / "rpg" / "ablations" / "ablations.csv", ablation_table, index=True)
     capacity_table = None
     if "capacity" in parts and capacity:
         with watch("capacity"):
             zoo = (seeds_run.zoo if seeds_run is not None
-                   else collect_all({seeds_zoo.name: seeds_zoo}, root, seed=seed, progress=progress)[seeds_zoo.name])
+                   else collect_all({seeds_zoo.name: seeds_zoo}, root, seed=seed, progress=progress,
+                                    device=device)[seeds_zoo.name])
             capacity_table = rpg_capacity_experiment(zoo, config, root, ks=tuple(capacity.get("ks", (1, 2, 4, 8))),
                                                      steps=capacity.get("steps"),
                                                      n_samples=int(capacity.get("n_samples", 8)), seed=seed,
-                                                     progress=progress)
+                                                     progress=progress, device=device)
         atomic_write_csv(root / "generators" / "rpg" / "capacity.csv", capacity_table, index=True)
     seconds = {**watch.seconds, "total": watch.total}
     for name, run in (("seeds", seeds_run), ("tasks", tasks_run), ("largest", largest_run)):
@@ -364,7 +369,7 @@ def rpg_experiment(*, seeds_zoo: ZooConfig, config: RPGConfig, pdiff_config: PDi
 
 def rpg_capacity_experiment(zoo: Zoo, config: RPGConfig, root: str | Path, *, ks: Sequence[int] = (1, 2, 4, 8),
                             steps: int | None = None, n_samples: int = 8, seed: int = 0,
-                            progress: bool = False) -> pd.DataFrame:
+                            progress: bool = False, device: DeviceLike = "cpu") -> pd.DataFrame:
     """How many independent seeds one RPG generator can hold: for each K, RPG with and without permutation states
     fitted on the zoo's first K members (the official code's permutation_{1,3,10,20} runs, at this machine's size),
     at ``steps`` training steps each. Rows K: the generator's shared size and its K states' beside the K × P numbers
@@ -373,7 +378,7 @@ def rpg_capacity_experiment(zoo: Zoo, config: RPGConfig, root: str | Path, *, ks
     and the relative L2 error of the sample drawn with seed i's state to member i."""
     root = Path(root) / "generators" / "rpg" / seeded_name(f"capacity_{zoo.config.name}", seed)
     vectors, data = zoo.vectors(), zoo.data()
-    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test)
+    ev = MemberEvaluator(zoo.model(), zoo.spec, probe=data.x_test, device=device)
     rows = []
     for k in ks:
         k = int(k)
@@ -385,7 +390,7 @@ def rpg_capacity_experiment(zoo: Zoo, config: RPGConfig, root: str | Path, *, ks
         row: dict = {"K": k, "numbers_to_store": k * zoo.spec.numel,
                      "original_mean": float(ev(vectors[:k], data.x_test, data.y_test).accuracy.mean())}
         for slug, c in (("states", cfg), ("no_states", replace(cfg, permutation_states=False))):
-            gen = fit_or_load_rpg(vectors[:k], zoo.spec, c, root / f"k{k}_{slug}", progress=progress)
+            gen = fit_or_load_rpg(vectors[:k], zoo.spec, c, root / f"k{k}_{slug}", progress=progress, device=device)
             out = gen.sample(len(states), permutation_state=states if c.permutation_states else "random", seed=seed)
             row[f"{slug}_mean"] = float(ev(out, data.x_test, data.y_test).accuracy.mean())
             if c.permutation_states:
@@ -429,7 +434,7 @@ def ablation_config(config: RPGConfig, change: dict, steps: int | None) -> RPGCo
 def rpg_ablation_experiment(zoo: TaskCodeZoo, config: RPGConfig, root: str | Path, *,
                             ablations: Mapping[str, dict] | Sequence[str] = tuple(ABLATIONS), steps: int | None = None,
                             n_per_code: int = 2, n_codes: int = 20, seed: int = 0,
-                            progress: bool = False) -> pd.DataFrame:
+                            progress: bool = False, device: DeviceLike = "cpu") -> pd.DataFrame:
     """One row per variant ("full recipe" first): mean test accuracy of the generated models on ``n_codes`` held-out
     and ``n_codes`` seen codes, and fit seconds — every variant refitted at ``steps`` on the same seen codes."""
     if config.cond_dim != 10:
@@ -447,7 +452,7 @@ def rpg_ablation_experiment(zoo: TaskCodeZoo, config: RPGConfig, root: str | Pat
         d = Path(root) / "generators" / "rpg" / "ablations" / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
                                                               + (f"_seed{seed}" if seed else ""))
         gen = fit_or_load_rpg(vectors, zoo.spec, seeded_rpg_config(cfg, seed), d, sources=[0] * len(seen),
-                              conditions=codes, progress=progress)
+                              conditions=codes, progress=progress, device=device)
         samples = _sample_codes(gen, zoo.codes[ids], [zoo.names[i] for i in ids], n_per_code, seed)
         table = task_code_table(zoo, samples, ids, regressor=regressor, evaluator=ev)
         s = summarise_task_codes(table)
@@ -471,16 +476,17 @@ class RPGLargestRun:
 
 
 def rpg_largest_experiment(zoo_config: ZooConfig, config: RPGConfig, root: str | Path, *, n_samples: int = 10,
-                           seed: int = 0, progress: bool = False) -> RPGLargestRun:
+                           seed: int = 0, progress: bool = False, device: DeviceLike = "cpu") -> RPGLargestRun:
     """Dense checkpoints of **all** parameters of one trained model (``zoo_config``, e.g. a 1M-parameter ConvNet),
     RPG fitted on them by streaming windows, ``n_samples`` models generated and evaluated beside every baseline."""
     root, watch = Path(root), Stopwatch()
     with watch("zoo"):
-        zoo = collect_all({zoo_config.name: zoo_config}, root, seed=seed, progress=progress)[zoo_config.name]
+        zoo = collect_all({zoo_config.name: zoo_config}, root, seed=seed, progress=progress,
+                          device=device)[zoo_config.name]
     with watch("fit"):
         gen = fit_or_load_rpg(zoo.vectors(), zoo.spec, seeded_rpg_config(config, seed),
                               root / "generators" / "rpg" / seeded_name(zoo_config.name, seed),
-                              sources=[0] * len(zoo), progress=progress)
+                              sources=[0] * len(zoo), progress=progress, device=device)
     with watch("sample"):
         samples = gen.sample(n_samples, permutation_state=0, seed=seed)
     with watch("evaluate"):

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.data_parallel import batch_share, shard_batch
-from workbench.core.device import resolve_device
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.diffusion import (
     NoiseSchedule,
     SamplerState,
@@ -469,17 +469,17 @@ def _source_fingerprint(src: VectorSource) -> str:
 def fit_or_load_rpg(vectors: torch.Tensor | VectorSource, spec: ParamSpec, config: RPGConfig,
                     directory: str | Path, *, sources: Sequence[int] | None = None,
                     conditions: torch.Tensor | None = None, source_names: Sequence[str] | None = None,
-                    progress: bool = True) -> RPG:
+                    progress: bool = True, device: DeviceLike = "cpu") -> RPG:
     """Load the generator saved in ``directory`` if it was fitted with ``config`` on these vectors; else fit
-    (resuming from ``directory/checkpoints``) and save."""
+    (resuming from ``directory/checkpoints``) and save; on ``device`` either way."""
     d = Path(directory)
     src = as_vector_source(vectors)
     key = {"config": config.to_dict(), "data": _source_fingerprint(src), "spec": spec.to_dict(),
            "sources": data_fingerprint(torch.as_tensor(list(sources)) if sources is not None else None,
                                        torch.as_tensor(conditions) if conditions is not None else None)}
     if (d / MARKER).exists() and (d / "fit_key.json").exists() and read_json(d / "fit_key.json") == key:
-        return RPG.load(d)
-    gen = RPG(config).fit(src, spec, sources=sources, conditions=conditions, source_names=source_names,
+        return RPG.load(d, device=device)
+    gen = RPG(config, device=device).fit(src, spec, sources=sources, conditions=conditions, source_names=source_names,
                           directory=d / "checkpoints", progress=progress)
     gen.save(d)
     atomic_write_json(d / "fit_key.json", key)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.data import imagenet_input
 from workbench.evaluation.evaluate import split_model
 from workbench.nn.architectures import ArchConfig, build_model
@@ -61,12 +62,16 @@ def build_backbone(cfg: BackboneConfig) -> tuple[nn.Module, nn.Module, dict[str,
 
 
 def backbone_features(prefix: nn.Module, x: torch.Tensor, image_size: int, batch: int = 250,
-                      progress: bool = True) -> torch.Tensor:
-    """Prefix output for every image (no gradients), in batches."""
+                      progress: bool = True, device: DeviceLike = None) -> torch.Tensor:
+    """Prefix output for every image (no gradients), in batches, computed on ``device`` (default: the CPU) and
+    returned on the CPU."""
+    dev = resolve_device(device)
+    prefix = prefix.to(dev)
     outs = []
     with torch.no_grad():
         for i in tqdm(range(0, len(x), batch), desc="backbone features", disable=not progress, leave=False):
-            outs.append(prefix(_to_backbone_input(x[i:i + batch], image_size)))
+            outs.append(prefix(_to_backbone_input(x[i:i + batch].to(dev), image_size)).cpu())
+    prefix.to("cpu")
     return torch.cat(outs)
 
 

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import (
     atomic_write_json,
     atomic_write_text,
@@ -57,10 +58,15 @@ def minibatch_cross_entropy(x: torch.Tensor, y: torch.Tensor, batch_size: int, s
     """The loss callback of a classification condition: cross-entropy on a random minibatch of (x, y) per step,
     drawn from its own generator seeded by ``seed`` (so a condition's stream does not depend on the others)."""
     g = torch.Generator().manual_seed(seed)
+    data = [x, y]
 
     def cross_entropy(m: nn.Module, step: int) -> torch.Tensor:
-        idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=g)
-        return F.cross_entropy(m(x[idx]), y[idx])
+        dev = next(m.parameters()).device
+        if data[0].device != dev:  # moved once, on the first step, to wherever the engine put the model
+            data[:] = [t.to(dev) for t in data]
+        xs, ys = data
+        idx = torch.randint(0, len(ys), (min(batch_size, len(ys)),), generator=g).to(dev)
+        return F.cross_entropy(m(xs[idx]), ys[idx])
     return cross_entropy
 
 
@@ -96,7 +102,7 @@ def finetune(model: nn.Module, spec: ParamSpec, trainable: Collection[str], loss
         loss.backward()
         opt.step()
         if step >= steps - keep_last:
-            kept.append(spec.flatten(model.state_dict()))
+            kept.append(spec.flatten(model.state_dict()).cpu())
             losses.append(float(loss.detach()))
     return torch.stack(kept), losses
 
@@ -131,14 +137,19 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
                        rows: Callable[[int, str, dict[str, torch.Tensor]], list[dict]],
                        kind: str, folder: str, steps: int, keep_last: int, lr: float,
                        seconds: dict[str, float], keep_losses: bool = False,
-                       file_stem: Callable[[str], str] = str, progress: bool = True) -> None:
+                       file_stem: Callable[[str], str] = str, progress: bool = True,
+                       device: DeviceLike = None) -> None:
     """Fine-tune every condition not yet on disk from the model's current state, then write the manifest.
 
     Each condition's checkpoints go to ``folder/<file_stem(name)>.safetensors`` (``vectors``, plus the kept losses
     as ``loss`` when ``keep_losses``), written atomically and checksummed once complete; a file already there is
     verified against its checksum and reloaded, so an interrupted collection redoes only the missing conditions.
     ``seconds`` (per condition, beside the caller's own entries) goes to ``timings.json``; ``rows`` of every
-    condition to ``manifest.csv``."""
+    condition to ``manifest.csv``.
+
+    ``device``: where each condition fine-tunes (default: the CPU). The reset and ``init`` run on the CPU, so a
+    condition starts from the very same draws on any device; its loss callback's data moves there once."""
+    dev = resolve_device(device)
     (root / folder).mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "spec.json", spec.to_dict())
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -148,11 +159,12 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
         if (root / rel).exists():  # resume: a condition's file is written atomically once it is complete
             stored = read_condition(root, folder, file_stem(name), kind, name)
         else:
-            model.load_state_dict(base_state)
+            model.to("cpu").load_state_dict(base_state)
             t1 = time.perf_counter()
             init(i, name)
-            vecs, losses = finetune(model, spec, trainable, loss(i, name), steps=steps, keep_last=keep_last, lr=lr,
-                                    progress=progress, desc=f"LoRA {name}")
+            vecs, losses = finetune(model.to(dev), spec, trainable, loss(i, name), steps=steps, keep_last=keep_last,
+                                    lr=lr, progress=progress, desc=f"LoRA {name}")
+            model.to("cpu")  # the family's rows() and the next init see the CPU model
             check_finite(vecs, f"the LoRA checkpoints of {kind} {name!r}")
             stored = {"vectors": vecs, **({"loss": torch.tensor(losses)} if keep_losses else {})}
             save_tensors(root / rel, stored, metadata={kind: name})

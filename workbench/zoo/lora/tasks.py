@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import load_tensors, read_json, save_tensors
 from workbench.core.params import ParamSpec
 from workbench.data import DatasetInfo, TaskData, load_dataset
@@ -292,7 +293,8 @@ def feature_splits(features: dict[str, torch.Tensor], task: Task) -> Splits:
 
 
 def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec,
-                             splits: Callable[[Task], Splits], seconds: dict[str, float], progress: bool) -> None:
+                             splits: Callable[[Task], Splits], seconds: dict[str, float], progress: bool,
+                             device: DeviceLike = None) -> None:
     """Fine-tune LoRA + head on every task of ``cfg`` (a :class:`TaskZooConfig`) not yet on disk, each from
     the model's current state, then write the manifest of test accuracies. ``splits(task)``: the reader's split."""
     tasks = cfg.all_tasks()
@@ -318,11 +320,14 @@ def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: Param
 
     collect_conditions(root, [t.name for t in tasks], model, spec, trainable=spec.names, init=init,
                        loss=loss, rows=rows, kind="task", folder="tasks", steps=cfg.steps,
-                       keep_last=cfg.keep_last, lr=cfg.lr, seconds=seconds, progress=progress)
+                       keep_last=cfg.keep_last, lr=cfg.lr, seconds=seconds, progress=progress, device=device)
 
 
-def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True) -> LoRAZoo:
-    """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints."""
+def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True,
+                     device: DeviceLike = None) -> LoRAZoo:
+    """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints (both on
+    ``device``, default the CPU; what is stored is on the CPU)."""
+    resolve_device(device)  # checked before anything is written
     root = Path(root)
     start_zoo(root, cfg)
     seconds = read_timings(root)
@@ -332,12 +337,13 @@ def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = T
     spec = ParamSpec.select(tail, ["re:lora_", f"re:^{head_name(tail, cfg.n_outputs)}\\."])
     if not (root / "features.safetensors").exists():
         data = load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train, n_test=cfg.n_test)
-        feats = {"x_train": backbone_features(prefix, data.x_train, cfg.image_size, progress=progress),
-                 "x_test": backbone_features(prefix, data.x_test, cfg.image_size, progress=progress),
+        feats = {"x_train": backbone_features(prefix, data.x_train, cfg.image_size, progress=progress,
+                                              device=device),
+                 "x_test": backbone_features(prefix, data.x_test, cfg.image_size, progress=progress, device=device),
                  "y_train": data.y_train, "y_test": data.y_test}
         save_tensors(root / "features.safetensors", feats)
     seconds["features"] = time.perf_counter() - t0
     features = load_tensors(root / "features.safetensors")
     collect_task_checkpoints(cfg, root, tail, spec, lambda task: feature_splits(features, task), seconds,
-                             progress)
+                             progress, device)
     return LoRAZoo(root)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import atomic_write_text, load_tensors, save_tensors
 from workbench.core.params import ParamSpec
 from workbench.zoo.lora.engine import head_name, read_timings, start_zoo
@@ -180,8 +181,11 @@ def token_splits(root: Path, task: Task) -> Splits:
     return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
 
 
-def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress: bool = True) -> TextLoRAZoo:
-    """Collect (or resume) a text LoRA zoo: tokenise each task once, then each task's dense checkpoints."""
+def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress: bool = True,
+                          device: DeviceLike = None) -> TextLoRAZoo:
+    """Collect (or resume) a text LoRA zoo: tokenise each task once, then each task's dense checkpoints
+    (fine-tuned on ``device``, default the CPU)."""
+    resolve_device(device)  # checked before anything is written
     root = Path(root)
     start_zoo(root, cfg)
     seconds = read_timings(root)
@@ -204,5 +208,6 @@ def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress:
             out[f"x_{split}"], out[f"y_{split}"] = enc["input_ids"], torch.as_tensor(labels)
         save_tensors(path, out)
     seconds["tokenise"] = time.perf_counter() - t0
-    collect_task_checkpoints(cfg, root, model, spec, lambda task: token_splits(root, task), seconds, progress)
+    collect_task_checkpoints(cfg, root, model, spec, lambda task: token_splits(root, task), seconds, progress,
+                             device)
     return TextLoRAZoo(root)

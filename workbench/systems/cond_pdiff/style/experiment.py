@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from workbench.core.config import offset_seed
+from workbench.core.device import DeviceLike
 from workbench.core.paths import seeded_path
 from workbench.core.timing import Stopwatch
 from workbench.systems.cond_pdiff.experiment import seeded_config
@@ -31,7 +32,8 @@ __all__ = ["style_experiment"]
 
 
 def style_experiment(zoo_config: StyleZooConfig, config: CondPDiffConfig, settings: Mapping[str, Any],
-                     root: str | Path, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                     root: str | Path, *, seed: int = 0, progress: bool = False,
+                     device: DeviceLike = "cpu") -> dict[str, Any]:
     """The whole style experiment: collect (or resume) the style zoo under ``root``, fit or load the
     style-image-conditioned generator, evaluate, interpolate, run the style-continuous generalisation test.
 
@@ -45,7 +47,9 @@ def style_experiment(zoo_config: StyleZooConfig, config: CondPDiffConfig, settin
     with watch("zoo"):
         zoo = collect_style_zoo(zoo_config, seeded_path(root / "zoo", seed), progress=progress)
     with watch("fit"):
-        gen = fit_or_load_cond(zoo, config, seeded_path(root / "generator", seed), progress=progress)
+        # the style zoo's LoRA fine-tuning runs on the CPU (its loss holds CPU images and feature nets); the
+        # conditional generator runs on ``device``
+        gen = fit_or_load_cond(zoo, config, seeded_path(root / "generator", seed), progress=progress, device=device)
     with watch("evaluate"):
         res = style_evaluation(zoo, gen, n_samples=int(st.get("n_samples", 8)), seed=seed, progress=progress)
     with watch("interpolation"):
