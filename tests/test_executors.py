@@ -117,3 +117,37 @@ class _OnlyFirst:
     def map_unordered(self, fn, units):
         for u in list(units)[: self.k]:
             yield u, fn(u)
+
+
+def _tiny_lora():
+    from workbench.zoo.lora.tasks import LoRAZooConfig
+
+    return LoRAZooConfig(n_train=300, n_test=100, image_size=32, steps=20, keep_last=4, rank=2,
+                         tasks=("even", "greater_than_4"), unseen=("odd",))
+
+
+def test_lora_zoo_tasks_on_ray_are_bit_identical_and_a_killed_worker_is_redone(tmp_path, monkeypatch):
+    from workbench.core.io import load_tensors
+    from workbench.zoo.lora.tasks import collect_lora_zoo
+
+    cfg = _tiny_lora()
+    # a Ray task runs with its one CPU's thread: the same float summation order needs the same here
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = collect_lora_zoo(cfg, tmp_path / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("WORKBENCH_FAULT_ONCE", f"lora_condition:{marker}")
+    on_ray = collect_lora_zoo(cfg, tmp_path / "ray", progress=False, executor="ray")
+    assert marker.exists()  # one worker died in a task; Ray ran it again, the driver committed it once
+    names = [t.name for t in cfg.all_tasks()]
+    for name in names:
+        a = load_tensors(tmp_path / "local" / "tasks" / f"{name}.safetensors")
+        b = load_tensors(tmp_path / "ray" / "tasks" / f"{name}.safetensors")
+        assert torch.equal(a["vectors"], b["vectors"])  # bit-identical, not close
+    assert local.manifest.equals(on_ray.manifest)
+    files = json.loads((tmp_path / "ray" / "checksums.json").read_text())["files"]
+    assert sorted(files) == sorted(f"tasks/{n}.safetensors" for n in names)
+    assert not ray.is_initialized()

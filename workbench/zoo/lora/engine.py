@@ -24,8 +24,10 @@ linear head on pooled EfficientNet-Lite0 features, and a LoRA variant on ``conv_
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from workbench.core.device import DeviceLike, resolve_device
+from workbench.core.faults import fault_point
 from workbench.core.io import (
     atomic_write_json,
     atomic_write_text,
@@ -46,8 +49,9 @@ from workbench.core.io import (
     verify_checksum,
 )
 from workbench.core.params import ParamSpec, check_finite
+from workbench.zoo.executors import Executor, executor_scope, make_executor
 
-__all__ = ["LossFn", "finetune", "collect_conditions", "start_zoo", "read_timings", "reset_lora", "head_name",
+__all__ = ["LossFn", "finetune", "collect_conditions", "ConditionUnit", "train_condition", "start_zoo", "read_timings", "reset_lora", "head_name",
            "minibatch_cross_entropy"]
 
 LossFn = Callable[[nn.Module, int], torch.Tensor]
@@ -131,6 +135,62 @@ def read_condition(root: Path, folder: str, stem: str, kind: str, name: str) -> 
     return load_tensors(root / rel)
 
 
+@dataclass(frozen=True)
+class ConditionUnit:
+    """One condition of a LoRA zoo as a work unit for an executor (a Ray task): ``setup`` names the family's
+    function (``"module:function"``) that rebuilds, from ``config`` and the zoo's ``root``, what the collection
+    fine-tunes — the keyword arguments :func:`collect_conditions` takes (model, spec, trainable, init, loss, steps,
+    keep_last, lr, keep_losses). Everything in it pickles; the worker reads the zoo's prepared files (features,
+    tokens, base weights) from ``root``, so on a cluster ``root`` must be on storage every node sees."""
+
+    setup: str
+    config: Any
+    root: str
+    index: int
+    name: str
+    device: str = "cpu"
+
+
+_PREPARED: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
+
+
+def _prepared(unit: ConditionUnit) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    # a worker trains many conditions of one zoo: build the model once per process (and keep one zoo only)
+    key = (unit.setup, unit.root, json.dumps(unit.config.to_dict(), sort_keys=True))
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        module, fn = unit.setup.split(":")
+        kw = getattr(importlib.import_module(module), fn)(unit.config, Path(unit.root))
+        _PREPARED[key] = kw, {k: v.clone() for k, v in kw["model"].state_dict().items()}
+    return _PREPARED[key]
+
+
+def _fine_tune_condition(kw: dict[str, Any], base_state: dict[str, torch.Tensor], i: int, name: str, kind: str,
+                         device: torch.device, progress: bool) -> dict[str, torch.Tensor]:
+    """One condition from the shared start: reset and ``init`` on the CPU, fine-tune on ``device``."""
+    model = kw["model"]
+    model.to("cpu").load_state_dict(base_state)
+    init = kw["init"]
+    init(i, name)
+    vecs, losses = finetune(model.to(device), kw["spec"], kw["trainable"], kw["loss"](i, name), steps=kw["steps"],
+                            keep_last=kw["keep_last"], lr=kw["lr"], progress=progress, desc=f"LoRA {name}")
+    model.to("cpu")  # the family's rows() and the next init see the CPU model
+    check_finite(vecs, f"the LoRA checkpoints of {kind} {name!r}")
+    return {"vectors": vecs, **({"loss": torch.tensor(losses)} if kw.get("keep_losses") else {})}
+
+
+def train_condition(unit: ConditionUnit) -> tuple[dict[str, torch.Tensor], float]:
+    """Fine-tune one condition of a unit (what an executor's worker runs): its stored tensors and seconds. A pure
+    function of the unit, so a Ray worker computes the bytes the collecting process would with the same number of
+    threads (a Ray task gets ``cpus_per_task`` of them)."""
+    fault_point("lora_condition")  # tests kill a worker here
+    kw, base_state = _prepared(unit)
+    t0 = time.perf_counter()
+    stored = _fine_tune_condition(kw, base_state, unit.index, unit.name, "condition", resolve_device(unit.device),
+                                  progress=False)
+    return stored, time.perf_counter() - t0
+
+
 def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, spec: ParamSpec, *,
                        trainable: Collection[str], init: Callable[[int, str], None],
                        loss: Callable[[int, str], LossFn],
@@ -138,7 +198,8 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
                        kind: str, folder: str, steps: int, keep_last: int, lr: float,
                        seconds: dict[str, float], keep_losses: bool = False,
                        file_stem: Callable[[str], str] = str, progress: bool = True,
-                       device: DeviceLike = None) -> None:
+                       device: DeviceLike = None, executor: str | Executor | None = None,
+                       unit: tuple[str, Any, Path] | None = None) -> None:
     """Fine-tune every condition not yet on disk from the model's current state, then write the manifest.
 
     Each condition's checkpoints go to ``folder/<file_stem(name)>.safetensors`` (``vectors``, plus the kept losses
@@ -148,29 +209,47 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
     condition to ``manifest.csv``.
 
     ``device``: where each condition fine-tunes (default: the CPU). The reset and ``init`` run on the CPU, so a
-    condition starts from the very same draws on any device; its loss callback's data moves there once."""
+    condition starts from the very same draws on any device; its loss callback's data moves there once.
+    ``executor`` (``"ray"`` or an executor object, see :mod:`workbench.zoo.executors`) with ``unit`` =
+    ``(setup, config, setup_root)`` trains the missing conditions as :class:`ConditionUnit` tasks; ``setup(config,
+    setup_root)`` must rebuild exactly these keyword arguments. Only this process writes: each result is committed
+    as it arrives."""
     dev = resolve_device(device)
+    make_executor(executor)  # a bad executor is refused before anything is written
     (root / folder).mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "spec.json", spec.to_dict())
+    kw = {"model": model, "spec": spec, "trainable": trainable, "init": init, "loss": loss, "steps": steps,
+          "keep_last": keep_last, "lr": lr, "keep_losses": keep_losses}
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    manifest = []
-    for i, name in enumerate(tqdm(conditions, desc=folder, disable=not progress)):
-        rel = f"{folder}/{file_stem(name)}.safetensors"
-        if (root / rel).exists():  # resume: a condition's file is written atomically once it is complete
-            stored = read_condition(root, folder, file_stem(name), kind, name)
+    rel = {name: f"{folder}/{file_stem(name)}.safetensors" for name in conditions}
+    todo = [(i, name) for i, name in enumerate(conditions) if not (root / rel[name]).exists()]
+    fresh: dict[str, dict[str, torch.Tensor]] = {}
+    bar = tqdm(total=len(conditions), initial=len(conditions) - len(todo), desc=folder, disable=not progress)
+
+    def commit(name: str, stored: dict[str, torch.Tensor], secs: float) -> None:
+        save_tensors(root / rel[name], stored, metadata={kind: name})
+        record_checksum(root, rel[name])
+        seconds[name] = secs
+        atomic_write_json(root / "timings.json", seconds)
+        fresh[name] = stored
+        bar.update(1)
+
+    with executor_scope(executor) as ex:
+        if todo and ex.name != "local" and unit is not None:
+            setup, config, setup_root = unit
+            units = [ConditionUnit(setup, config, str(setup_root), i, name, str(dev)) for i, name in todo]
+            for u, (stored, secs) in ex.map_unordered(train_condition, units):
+                commit(u.name, stored, secs)
         else:
-            model.to("cpu").load_state_dict(base_state)
-            t1 = time.perf_counter()
-            init(i, name)
-            vecs, losses = finetune(model.to(dev), spec, trainable, loss(i, name), steps=steps, keep_last=keep_last,
-                                    lr=lr, progress=progress, desc=f"LoRA {name}")
-            model.to("cpu")  # the family's rows() and the next init see the CPU model
-            check_finite(vecs, f"the LoRA checkpoints of {kind} {name!r}")
-            stored = {"vectors": vecs, **({"loss": torch.tensor(losses)} if keep_losses else {})}
-            save_tensors(root / rel, stored, metadata={kind: name})
-            record_checksum(root, rel)
-            seconds[name] = time.perf_counter() - t1
-            atomic_write_json(root / "timings.json", seconds)
+            for i, name in todo:
+                t1 = time.perf_counter()
+                stored = _fine_tune_condition(kw, base_state, i, name, kind, dev, progress)
+                commit(name, stored, time.perf_counter() - t1)
+    bar.close()
+    manifest = []
+    for i, name in enumerate(conditions):
+        # resume: a condition's file is written atomically once it is complete, and verified when reloaded
+        stored = fresh.get(name) or read_condition(root, folder, file_stem(name), kind, name)
         manifest += rows(i, name, stored)
     atomic_write_text(root / "manifest.csv", pd.DataFrame(manifest).to_csv(index=False))
     atomic_write_json(root / "timings.json", seconds)

@@ -27,6 +27,7 @@ from workbench.core.params import ParamSpec
 from workbench.data import DatasetInfo, TaskData, load_dataset
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.tables import chance, zoo_evaluator
+from workbench.zoo.executors import Executor, make_executor
 from workbench.zoo.lora.backbone import adapted_tail, backbone_features, build_backbone
 from workbench.zoo.lora.engine import (
     LossFn,
@@ -292,15 +293,13 @@ def feature_splits(features: dict[str, torch.Tensor], task: Task) -> Splits:
     return features["x_train"][ktr], ytr, features["x_test"][kte], yte
 
 
-def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec,
-                             splits: Callable[[Task], Splits], seconds: dict[str, float], progress: bool,
-                             device: DeviceLike = None) -> None:
-    """Fine-tune LoRA + head on every task of ``cfg`` (a :class:`TaskZooConfig`) not yet on disk, each from
-    the model's current state, then write the manifest of test accuracies. ``splits(task)``: the reader's split."""
+def task_condition_kwargs(cfg: Any, model: nn.Module, spec: ParamSpec,
+                          splits: Callable[[Task], Splits]) -> dict[str, Any]:
+    """What the engine fine-tunes for a task zoo (a :class:`TaskZooConfig`): the model, its spec and trainable
+    names, the per-task start (``init``: head and LoRA re-drawn from the task's seed) and loss callback, and the
+    schedule — built the same way by the collecting process and by an executor's worker."""
     tasks = cfg.all_tasks()
     head = model.get_submodule(head_name(model, cfg.n_outputs))
-    # the probe lets the evaluator check numerically that cutting the model into blocks is exact
-    evaluator = MemberEvaluator(model, spec, probe=splits(tasks[0])[2][:4])
 
     def init(i: int, name: str) -> None:
         torch.manual_seed(cfg.seed + 1000 * (i + 1))
@@ -311,6 +310,22 @@ def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: Param
         x, y, _, _ = splits(tasks[i])
         return minibatch_cross_entropy(x, y, cfg.batch_size, cfg.seed + i)
 
+    return {"model": model, "spec": spec, "trainable": spec.names, "init": init, "loss": loss, "steps": cfg.steps,
+            "keep_last": cfg.keep_last, "lr": cfg.lr}
+
+
+def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: ParamSpec,
+                             splits: Callable[[Task], Splits], seconds: dict[str, float], progress: bool,
+                             device: DeviceLike = None, executor: str | Executor | None = None,
+                             setup: str | None = None) -> None:
+    """Fine-tune LoRA + head on every task of ``cfg`` (a :class:`TaskZooConfig`) not yet on disk, each from
+    the model's current state, then write the manifest of test accuracies. ``splits(task)``: the reader's split.
+    ``setup`` (``"module:function"`` rebuilding :func:`task_condition_kwargs` from ``(cfg, root)``) lets an
+    ``executor`` train the tasks as Ray tasks."""
+    tasks = cfg.all_tasks()
+    # the probe lets the evaluator check numerically that cutting the model into blocks is exact
+    evaluator = MemberEvaluator(model, spec, probe=splits(tasks[0])[2][:4])
+
     def rows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
         _, _, xte, yte = splits(tasks[i])
         # test accuracy only: evaluating every checkpoint on the (larger) train split would dominate the cost
@@ -318,16 +333,28 @@ def collect_task_checkpoints(cfg: Any, root: Path, model: nn.Module, spec: Param
         return [{"task": name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": b}
                 for j, b in enumerate(te)]
 
-    collect_conditions(root, [t.name for t in tasks], model, spec, trainable=spec.names, init=init,
-                       loss=loss, rows=rows, kind="task", folder="tasks", steps=cfg.steps,
-                       keep_last=cfg.keep_last, lr=cfg.lr, seconds=seconds, progress=progress, device=device)
+    kw = task_condition_kwargs(cfg, model, spec, splits)
+    collect_conditions(root, [t.name for t in tasks], rows=rows, kind="task", folder="tasks", seconds=seconds,
+                       progress=progress, device=device, executor=executor,
+                       unit=(setup, cfg, root) if setup is not None else None, **kw)
+
+
+def lora_task_setup(cfg: "LoRAZooConfig", root: Path) -> dict[str, Any]:
+    """An executor worker's :func:`task_condition_kwargs` for an image LoRA zoo whose features are in ``root``."""
+    _, tail, name_map = build_backbone(cfg)
+    tail = adapted_tail(cfg, tail, name_map)
+    spec = ParamSpec.select(tail, ["re:lora_", f"re:^{head_name(tail, cfg.n_outputs)}\\."])
+    features = load_tensors(root / "features.safetensors")
+    return task_condition_kwargs(cfg, tail, spec, lambda task: feature_splits(features, task))
 
 
 def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = True,
-                     device: DeviceLike = None) -> LoRAZoo:
+                     device: DeviceLike = None, executor: str | Executor | None = None) -> LoRAZoo:
     """Collect (or resume) a LoRA zoo: cached backbone features, then each task's dense checkpoints (both on
-    ``device``, default the CPU; what is stored is on the CPU)."""
+    ``device``, default the CPU; what is stored is on the CPU). ``executor="ray"`` (or a ``RayExecutor``) trains
+    the tasks as Ray tasks, bit-identical to this process; workers read the features from ``root``."""
     resolve_device(device)  # checked before anything is written
+    make_executor(executor)
     root = Path(root)
     start_zoo(root, cfg)
     seconds = read_timings(root)
@@ -345,5 +372,5 @@ def collect_lora_zoo(cfg: LoRAZooConfig, root: str | Path, *, progress: bool = T
     seconds["features"] = time.perf_counter() - t0
     features = load_tensors(root / "features.safetensors")
     collect_task_checkpoints(cfg, root, tail, spec, lambda task: feature_splits(features, task), seconds,
-                             progress, device)
+                             progress, device, executor, setup="workbench.zoo.lora.tasks:lora_task_setup")
     return LoRAZoo(root)

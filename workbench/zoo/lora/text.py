@@ -21,8 +21,16 @@ import torch.nn as nn
 from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import atomic_write_text, load_tensors, save_tensors
 from workbench.core.params import ParamSpec
+from workbench.zoo.executors import Executor, make_executor
 from workbench.zoo.lora.engine import head_name, read_timings, start_zoo
-from workbench.zoo.lora.tasks import LoRAZoo, Splits, Task, TaskZooConfig, collect_task_checkpoints
+from workbench.zoo.lora.tasks import (
+    LoRAZoo,
+    Splits,
+    Task,
+    TaskZooConfig,
+    collect_task_checkpoints,
+    task_condition_kwargs,
+)
 
 __all__ = ["GLUE_TASKS", "TextLoRAZooConfig", "TextLoRAZoo", "collect_text_lora_zoo", "export_glue",
            "read_jsonl_task", "token_splits"]
@@ -181,11 +189,21 @@ def token_splits(root: Path, task: Task) -> Splits:
     return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
 
 
+def text_task_setup(cfg: TextLoRAZooConfig, root: Path) -> dict[str, Any]:
+    """An executor worker's :func:`~workbench.zoo.lora.tasks.task_condition_kwargs` for a text LoRA zoo whose
+    tokens are in ``root``."""
+    model, _ = _build(cfg)
+    spec = ParamSpec.select(model, ["re:lora_", f"re:^{head_name(model, cfg.n_outputs)}\\."])
+    return task_condition_kwargs(cfg, model, spec, lambda task: token_splits(root, task))
+
+
 def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress: bool = True,
-                          device: DeviceLike = None) -> TextLoRAZoo:
+                          device: DeviceLike = None, executor: str | Executor | None = None) -> TextLoRAZoo:
     """Collect (or resume) a text LoRA zoo: tokenise each task once, then each task's dense checkpoints
-    (fine-tuned on ``device``, default the CPU)."""
+    (fine-tuned on ``device``, default the CPU; with ``executor="ray"`` as Ray tasks, reading the tokens from
+    ``root``)."""
     resolve_device(device)  # checked before anything is written
+    make_executor(executor)
     root = Path(root)
     start_zoo(root, cfg)
     seconds = read_timings(root)
@@ -209,5 +227,5 @@ def collect_text_lora_zoo(cfg: TextLoRAZooConfig, root: str | Path, *, progress:
         save_tensors(path, out)
     seconds["tokenise"] = time.perf_counter() - t0
     collect_task_checkpoints(cfg, root, model, spec, lambda task: token_splits(root, task), seconds, progress,
-                             device)
+                             device, executor, setup="workbench.zoo.lora.text:text_task_setup")
     return TextLoRAZoo(root)
