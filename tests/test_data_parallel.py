@@ -121,11 +121,11 @@ def test_a_sharded_run_trains_like_the_plain_one():
 
 # -- accelerate launch, 2 CPU processes ----------------------------------------------------------------------------
 TINY = {"name": "tiny_dp", "extends": "ci",
-        "zoos": {"mlp_dense": {"data": {"n_train": 500, "n_test": 200}, "train": {"epochs": 2}, "n_members": 20,
-                               "chunk_size": 10}},
+        "zoos": {"mlp_dense": {"data": {"n_train": 500, "n_test": 200}, "train": {"epochs": 2}, "n_members": 12,
+                               "chunk_size": 6}},
         "generators": {"pdiff": {"config": {
-            "ae_train": {"steps": 40, "batch_size": 16, "checkpoint_every": 10},
-            "diffusion_train": {"steps": 40, "batch_size": 16, "ema_decay": 0.98, "checkpoint_every": 10}}}}}
+            "ae_train": {"steps": 20, "batch_size": 16, "checkpoint_every": 10},
+            "diffusion_train": {"steps": 20, "batch_size": 16, "ema_decay": 0.98, "checkpoint_every": 5}}}}}
 
 
 def _accelerate() -> list[str]:
@@ -165,8 +165,8 @@ def test_two_processes_under_accelerate_equal_one_and_resume(tmp_path):
     two.mkdir()
     for part in ("zoos", "bases"):  # the same zoo: only the generator is under test
         shutil.copytree(tmp_path / "one" / part, two / part)
-    # both processes die at their 55th step (the diffusion stage, after its checkpoint at 10 steps)
-    killed = _fit(preset, two, launch=True, fault="train_step:55")
+    # both processes die at their 28th step (the diffusion stage's 8th, after its checkpoint at 5 steps)
+    killed = _fit(preset, two, launch=True, fault="train_step:28")
     assert killed.returncode != 0
     ckpt = two / "generators" / "pdiff" / "mlp_dense" / "checkpoints"
     assert (ckpt / "autoencoder.safetensors").exists() and (ckpt / "diffusion.safetensors").exists()

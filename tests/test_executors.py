@@ -126,28 +126,53 @@ def _tiny_lora():
                          tasks=("even", "greater_than_4"), unseen=("odd",))
 
 
-def test_lora_zoo_tasks_on_ray_are_bit_identical_and_a_killed_worker_is_redone(tmp_path, monkeypatch):
+def test_lora_task_dataset_and_style_zoos_on_ray_are_bit_identical(tmp_path, monkeypatch):
+    """Each LoRA-engine family's conditions as Ray tasks on one Ray: the same bytes as a local collection, and a
+    worker killed in a condition is redone once."""
+    import shutil
+
+    from test_d2nwg import ZOO_CFG
+    from test_style import TINY
+
     from workbench.core.io import load_tensors
+    from workbench.systems.cond_pdiff.style.zoo import collect_style_zoo
+    from workbench.systems.d2nwg.zoo import collect_dataset_zoo
     from workbench.zoo.lora.tasks import collect_lora_zoo
 
-    cfg = _tiny_lora()
-    # a Ray task runs with its one CPU's thread: the same float summation order needs the same here
+    lora = _tiny_lora()
+    zoos = {"t": (collect_lora_zoo, lora), "d": (collect_dataset_zoo, ZOO_CFG), "s": (collect_style_zoo, TINY)}
     threads = torch.get_num_threads()
+    # one thread, as a Ray task runs (cpus_per_task=1): the same float summation order needs the same here
     torch.set_num_threads(1)
     try:
-        local = collect_lora_zoo(cfg, tmp_path / "local", progress=False)
+        for key, (collect_fn, cfg) in zoos.items():
+            collect_fn(cfg, tmp_path / f"{key}_local", progress=False)
+        # what the collecting process prepares itself (features, the style base) is shared: only the conditions
+        # are under test
+        (tmp_path / "t_ray").mkdir()
+        shutil.copy(tmp_path / "t_local" / "features.safetensors", tmp_path / "t_ray")
+        shutil.copytree(tmp_path / "d_local" / "features", tmp_path / "d_ray" / "features")
+        shutil.copy(tmp_path / "d_local" / "checksums.json", tmp_path / "d_ray")
+        (tmp_path / "s_ray").mkdir()
+        shutil.copy(tmp_path / "s_local" / "base.safetensors", tmp_path / "s_ray")
+        marker = tmp_path / "killed"
+        monkeypatch.setenv("WORKBENCH_FAULT_ONCE", f"lora_condition:{marker}")
+        with RayExecutor(num_cpus=2) as ex:  # one Ray for the three zoos
+            for key, (collect_fn, cfg) in zoos.items():
+                collect_fn(cfg, tmp_path / f"{key}_ray", progress=False, executor=ex)
     finally:
         torch.set_num_threads(threads)
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("WORKBENCH_FAULT_ONCE", f"lora_condition:{marker}")
-    on_ray = collect_lora_zoo(cfg, tmp_path / "ray", progress=False, executor="ray")
-    assert marker.exists()  # one worker died in a task; Ray ran it again, the driver committed it once
-    names = [t.name for t in cfg.all_tasks()]
-    for name in names:
-        a = load_tensors(tmp_path / "local" / "tasks" / f"{name}.safetensors")
-        b = load_tensors(tmp_path / "ray" / "tasks" / f"{name}.safetensors")
-        assert torch.equal(a["vectors"], b["vectors"])  # bit-identical, not close
-    assert local.manifest.equals(on_ray.manifest)
-    files = json.loads((tmp_path / "ray" / "checksums.json").read_text())["files"]
-    assert sorted(files) == sorted(f"tasks/{n}.safetensors" for n in names)
+    assert marker.exists()  # one worker died in a condition; Ray ran it again, the driver committed it once
+    rels = [f"t_{{}}/tasks/{t.name}.safetensors" for t in lora.all_tasks()]
+    rels += [f"d_{{}}/{part}/datasets/{r.name}.safetensors" for part in ("heads", "lora") for r in ZOO_CFG.recipes()]
+    rels += [f"s_{{}}/styles/{p.name}" for p in (tmp_path / "s_local" / "styles").glob("*.safetensors")]
+    assert len(rels) == len(lora.all_tasks()) + 2 * len(ZOO_CFG.recipes()) + len(TINY.styles)
+    for rel in rels:
+        a, b = load_tensors(tmp_path / rel.format("local")), load_tensors(tmp_path / rel.format("ray"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel  # bit-identical, not close
+    for key in ("t", "s"):
+        assert (tmp_path / f"{key}_local" / "manifest.csv").read_text() == \
+            (tmp_path / f"{key}_ray" / "manifest.csv").read_text()
+    files = json.loads((tmp_path / "t_ray" / "checksums.json").read_text())["files"]
+    assert sorted(f for f in files if f.startswith("tasks/")) == sorted(r[5:].format() for r in rels[:3])
     assert not ray.is_initialized()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from workbench.systems.d2nwg.features import BackboneSettings, ImageFeaturizer
 from workbench.systems.d2nwg.heads import head_accuracy
 from workbench.systems.d2nwg.meta_dataset import UNSEEN_KINDS, DatasetRecipe, domain_seed, plan_datasets
 from workbench.systems.d2nwg.sources import SOURCES, load_source
+from workbench.zoo.executors import Executor, make_executor
 from workbench.zoo.lora.engine import (
     LossFn,
     collect_conditions,
@@ -195,12 +196,62 @@ def _collect_features(cfg: DatasetZooConfig, root: Path, featurizer: ImageFeatur
         seconds[f"features:{source}.{domain}"] = time.perf_counter() - t0
 
 
+def _head_kwargs(cfg: DatasetZooConfig, zoo: "DatasetZoo", n_features: int) -> dict[str, Any]:
+    """What the engine fine-tunes per dataset for the CH heads (collecting process and executor workers alike)."""
+    head = nn.Linear(n_features, cfg.ways)
+    spec = ParamSpec.select(head)
+
+    def init(i: int, name: str) -> None:
+        torch.manual_seed(cfg.seed + 1000 * (i + 1))
+        head.reset_parameters()
+
+    def loss(i: int, name: str) -> LossFn:
+        d = zoo.data(name)
+        return minibatch_cross_entropy(d.x_train, d.y_train, cfg.batch_size, cfg.seed + i)
+
+    return {"model": head, "spec": spec, "trainable": spec.names, "init": init, "loss": loss, "steps": cfg.steps,
+            "keep_last": cfg.keep_last, "lr": cfg.lr}
+
+
+def _lora_kwargs(cfg: DatasetZooConfig, zoo: "DatasetZoo", model: nn.Module) -> dict[str, Any]:
+    """What the engine fine-tunes per dataset for the LoRA variant (LoRA on conv_head + the head)."""
+    hname = head_name(model, cfg.ways)
+    lspec = ParamSpec.select(model, ["re:lora_", f"re:^{hname}\\."])
+    lhead = model.get_submodule(hname)
+
+    def init(i: int, name: str) -> None:
+        torch.manual_seed(cfg.seed + 1000 * (i + 1))
+        lhead.reset_parameters()
+        reset_lora(model)
+
+    def loss(i: int, name: str) -> LossFn:
+        d = zoo.data(name, variant="lora")
+        return minibatch_cross_entropy(d.x_train, d.y_train, cfg.batch_size, cfg.seed + i)
+
+    return {"model": model, "spec": lspec, "trainable": lspec.names, "init": init, "loss": loss,
+            "steps": cfg.lora_steps, "keep_last": cfg.lora_keep_last, "lr": cfg.lora_lr}
+
+
+def dataset_head_setup(cfg: DatasetZooConfig, root: Path) -> dict[str, Any]:
+    """An executor worker's :func:`_head_kwargs`, from the features already in ``root``."""
+    zoo = DatasetZoo(root, _partial=True)
+    return _head_kwargs(cfg, zoo, int(zoo.data(cfg.recipes()[0].name).x_train.shape[-1]))
+
+
+def dataset_lora_setup(cfg: DatasetZooConfig, root: Path) -> dict[str, Any]:
+    """An executor worker's :func:`_lora_kwargs`, from the prefix features already in ``root``."""
+    return _lora_kwargs(cfg, DatasetZoo(root, _partial=True), ImageFeaturizer(cfg.backbone_settings()).lora_model())
+
+
 def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bool = True,
-                        device: DeviceLike = None) -> "DatasetZoo":
+                        device: DeviceLike = None, executor: str | Executor | None = None) -> "DatasetZoo":
     """Collect (or resume) the dataset zoo: features of every (source, domain) pool, then per dataset its head
     checkpoints and, with ``cfg.lora``, its LoRA checkpoints; the heads and adapters fine-tune on ``device``
-    (default the CPU; the image features are computed on the CPU)."""
+    (default the CPU; the image features are computed on the CPU). ``executor="ray"`` trains the datasets'
+    heads (and adapters) as Ray tasks that read the features from ``root``, bit-identical to a local collection
+    with as many threads per process."""
     resolve_device(device)  # checked before anything is written
+    make_executor(executor)
     root = Path(root)
     start_zoo(root, cfg)
     recipes = cfg.recipes()
@@ -217,16 +268,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
 
     # -- the CH heads: nn.Linear on pooled features ---------------------------------------------------------
     t1 = time.perf_counter()
-    head = nn.Linear(featurizer.n_features, cfg.ways)
-    spec = ParamSpec.select(head)
-
-    def init(i: int, name: str) -> None:
-        torch.manual_seed(cfg.seed + 1000 * (i + 1))
-        head.reset_parameters()
-
-    def loss(i: int, name: str) -> LossFn:
-        d = zoo.data(name)
-        return minibatch_cross_entropy(d.x_train, d.y_train, cfg.batch_size, cfg.seed + i)
+    kw = _head_kwargs(cfg, zoo, featurizer.n_features)
 
     def rows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
         d = zoo.data(name)
@@ -234,28 +276,16 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
         return [{"dataset": name, "step": cfg.steps - cfg.keep_last + j + 1, "test_acc": float(a)}
                 for j, a in enumerate(acc)]
 
-    collect_conditions(root / "heads", names, head, spec, trainable=spec.names, init=init, loss=loss, rows=rows,
-                       kind="dataset", folder="datasets", steps=cfg.steps, keep_last=cfg.keep_last, lr=cfg.lr,
-                       seconds=read_timings(root / "heads"), progress=progress, device=device)
+    collect_conditions(root / "heads", names, rows=rows, kind="dataset", folder="datasets",
+                       seconds=read_timings(root / "heads"), progress=progress, device=device, executor=executor,
+                       unit=("workbench.systems.d2nwg.zoo:dataset_head_setup", cfg, root), **kw)
     seconds["heads"] = time.perf_counter() - t1
 
     # -- the LoRA variant: LoRA on conv_head + the head, on prefix features, through the shared engine ----------
     if cfg.lora:
         t2 = time.perf_counter()
-        model = featurizer.lora_model()
-        hname = head_name(model, cfg.ways)
-        lspec = ParamSpec.select(model, ["re:lora_", f"re:^{hname}\\."])
-        lhead = model.get_submodule(hname)
-        evaluator = MemberEvaluator(model, lspec, probe=zoo.data(names[0], variant="lora").x_test[:4])
-
-        def linit(i: int, name: str) -> None:
-            torch.manual_seed(cfg.seed + 1000 * (i + 1))
-            lhead.reset_parameters()
-            reset_lora(model)
-
-        def lloss(i: int, name: str) -> LossFn:
-            d = zoo.data(name, variant="lora")
-            return minibatch_cross_entropy(d.x_train, d.y_train, cfg.batch_size, cfg.seed + i)
+        lkw = _lora_kwargs(cfg, zoo, featurizer.lora_model())
+        evaluator = MemberEvaluator(lkw["model"], lkw["spec"], probe=zoo.data(names[0], variant="lora").x_test[:4])
 
         def lrows(i: int, name: str, stored: dict[str, torch.Tensor]) -> list[dict]:
             d = zoo.data(name, variant="lora")
@@ -263,10 +293,9 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
             return [{"dataset": name, "step": cfg.lora_steps - cfg.lora_keep_last + j + 1, "test_acc": float(a)}
                     for j, a in enumerate(acc)]
 
-        collect_conditions(root / "lora", names, model, lspec, trainable=lspec.names, init=linit, loss=lloss,
-                           rows=lrows, kind="dataset", folder="datasets", steps=cfg.lora_steps,
-                           keep_last=cfg.lora_keep_last, lr=cfg.lora_lr, seconds=read_timings(root / "lora"),
-                           progress=progress, device=device)
+        collect_conditions(root / "lora", names, rows=lrows, kind="dataset", folder="datasets",
+                           seconds=read_timings(root / "lora"), progress=progress, device=device, executor=executor,
+                           unit=("workbench.systems.d2nwg.zoo:dataset_lora_setup", cfg, root), **lkw)
         seconds["lora"] = time.perf_counter() - t2
     atomic_write_json(root / "timings.json", seconds)
     return DatasetZoo(root)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,7 @@ from workbench.systems.cond_pdiff.style.images import (
     style_target,
 )
 from workbench.systems.cond_pdiff.style.network import StyleNet, StyleNetConfig
+from workbench.zoo.executors import Executor, make_executor
 from workbench.zoo.lora.engine import (
     LossFn,
     collect_conditions,
@@ -347,10 +348,35 @@ def _style_loss(cfg: StyleZooConfig, style: str, style_idx: int, train: torch.Te
 
 
 
-def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool = True) -> StyleZoo:
-    """Collect (or resume) a style zoo: the base network, then each style's dense LoRA checkpoints (one atomic file
-    per style, so an interrupted collection resumes at the first missing style)."""
+def style_condition_kwargs(cfg: StyleZooConfig, model: nn.Module, train: torch.Tensor,
+                           feats: StyleFeatures) -> dict[str, Any]:
+    """What the engine fine-tunes per style (the collecting process and executor workers alike)."""
+    spec = _spec(model)
 
+    def init(i: int, style: str) -> None:
+        # one seed for every style (shared_init) gives every style the same LoRA A: one frame for all adapters
+        torch.manual_seed(cfg.seed + (0 if cfg.shared_init else 1000 * (i + 1)))
+        reset_lora(model)  # A random, B zero: the start is exactly the base network
+
+    trainable = {n for n in spec.names if cfg.train_a or "lora_A" not in n}  # LoRA-FA: A stays as drawn
+    return {"model": model, "spec": spec, "trainable": trainable, "init": init,
+            "loss": lambda i, style: _style_loss(cfg, style, i, train, feats), "keep_losses": True,
+            "steps": cfg.steps, "keep_last": cfg.keep_last, "lr": cfg.lr}
+
+
+def style_setup(cfg: StyleZooConfig, root: Path) -> dict[str, Any]:
+    """An executor worker's :func:`style_condition_kwargs`, from the base network already in ``root``."""
+    return style_condition_kwargs(cfg, _adapted(cfg, load_tensors(root / "base.safetensors")),
+                                  content_images(cfg)["train"],
+                                  StyleFeatures(cfg.feature_blocks, cfg.feature_size, cfg.pretrained))
+
+
+def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool = True,
+                      executor: str | Executor | None = None) -> StyleZoo:
+    """Collect (or resume) a style zoo: the base network, then each style's dense LoRA checkpoints (one atomic file
+    per style, so an interrupted collection resumes at the first missing style). ``executor="ray"`` trains the
+    styles as Ray tasks that read the base network from ``root``. Fine-tuning runs on the CPU."""
+    make_executor(executor)  # a bad executor is refused before anything is written
     root = Path(root)
     start_zoo(root, cfg)
     seconds = read_timings(root)
@@ -362,22 +388,15 @@ def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool =
     refs = {f"reference:{s}": reference_image(s, images["reference"], cfg.patch) for s in cfg.styles}
     save_tensors(root / "images.safetensors", {"eval": images["eval"], "reference": images["reference"], **refs})
     model = _adapted(cfg, load_tensors(root / "base.safetensors"))
-    spec = _spec(model)
     feats = StyleFeatures(cfg.feature_blocks, cfg.feature_size, cfg.pretrained)
-
-    def init(i: int, style: str) -> None:
-        # one seed for every style (shared_init) gives every style the same LoRA A: one frame for all adapters
-        torch.manual_seed(cfg.seed + (0 if cfg.shared_init else 1000 * (i + 1)))
-        reset_lora(model)  # A random, B zero: the start is exactly the base network
+    kw = style_condition_kwargs(cfg, model, images["train"], feats)
 
     def rows(i: int, style: str, stored: dict[str, torch.Tensor]) -> list[dict]:
         kind = "algorithmic" if style in ALGORITHMIC_STYLES else "image"
         return [{"style": style, "kind": kind, "step": cfg.steps - cfg.keep_last + j + 1, "train_loss": loss}
                 for j, loss in enumerate(stored["loss"].tolist())]
 
-    trainable = {n for n in spec.names if cfg.train_a or "lora_A" not in n}  # LoRA-FA: A stays as drawn
-    collect_conditions(root, cfg.styles, model, spec, trainable=trainable, init=init,
-                       loss=lambda i, style: _style_loss(cfg, style, i, images["train"], feats), rows=rows,
-                       kind="style", folder="styles", file_stem=_file, keep_losses=True, steps=cfg.steps,
-                       keep_last=cfg.keep_last, lr=cfg.lr, seconds=seconds, progress=progress)
+    collect_conditions(root, cfg.styles, rows=rows, kind="style", folder="styles", file_stem=_file,
+                       seconds=seconds, progress=progress, executor=executor,
+                       unit=("workbench.systems.cond_pdiff.style.zoo:style_setup", cfg, root), **kw)
     return StyleZoo(root)
