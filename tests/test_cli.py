@@ -77,6 +77,9 @@ def _preset_file(tmp_path, zoos, name="custom"):
     (["zoo", "collect", "--preset", "ci", "--run-dir", "", "--zoo", "mlp_seeds"], r"--run-dir is empty"),
     (["report", "--preset", "../../etc/passwd"], r"unknown preset"),
     (["report", "--seed", "x"], r"invalid int value"),
+    (["bench", "zoo", "--preset", "ci", "--device", "gpu"], r"--device 'gpu' is not a torch device"),
+    (["fit", "--preset", "ci", "--zoo", "nonexistent"], r"preset 'ci' has no zoo 'nonexistent'"),
+    (["fit", "--preset", "ci", "--zoo", "mlp_dense", "--device", "tpu9"], r"--device 'tpu9'"),
 ])
 def test_cli_errors_are_one_line_and_no_traceback(argv, match, capsys):
     code, _, err = _main(argv, capsys)
@@ -176,3 +179,16 @@ def test_valid_zoo_collect_goes_where_it_did(tmp_path, capsys, monkeypatch):
     cfg.write_text(json.dumps(calls[-1][0].to_dict()))
     assert _main(["zoo", "collect", "--config", str(cfg), "--root", str(tmp_path / "z")], capsys)[0] == 0
     assert calls[-1][1] == tmp_path / "z"
+
+
+def test_bench_device_reaches_the_benchmarks_that_take_one(monkeypatch, capsys):
+    import workbench.app.bench as bench
+
+    seen = {}
+    monkeypatch.setitem(bench.BENCHMARKS, "pdiff", lambda preset, device="cpu": seen.setdefault("pdiff", device))
+    assert bench.takes_device("pdiff") and not bench.takes_device("zoo") and not bench.takes_device("robustness")
+    assert _main(["bench", "pdiff", "--preset", "ci", "--device", "auto"], capsys)[0] == 0
+    assert seen["pdiff"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        code, _, err = _main(["bench", "zoo", "--preset", "ci", "--device", "cuda"], capsys)
+        assert code == 1 and "measures the CPU only" in err

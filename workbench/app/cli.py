@@ -99,7 +99,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    result = run_benchmark(args.name, args.preset)
+    result = run_benchmark(args.name, args.preset, device=args.device)
     print(json.dumps(result))
     return 0
 
@@ -177,6 +177,8 @@ Data-parallel (each process trains its share of every batch; same result as one 
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("name")
     b.add_argument("--preset", default="default", help="a bundled preset name or the path of a preset .json")
+    b.add_argument("--device", default="cpu", help="where the benchmark's stages run: 'cpu', 'cuda' or 'auto' "
+                   "(benchmarks of one system; zoo and robustness measure the CPU)")
     b.set_defaults(func=_bench)
     return parser
 

@@ -10,14 +10,14 @@ from workbench.app.report import REPO
 from workbench.systems.pdiff.experiment import memorisation_experiment
 
 
-def bench_analysis(preset: str) -> dict[str, Any]:
+def bench_analysis(preset: str, device: str = "cpu") -> dict[str, Any]:
     """Memorisation figures for the preset's p-diff generator (fitted or loaded from runs/<preset>): the experiment
     of notebook 04 (:func:`~workbench.systems.pdiff.experiment.memorisation_experiment`)."""
     p = load_preset(preset)
     settings = p.bench.get("analysis", {})
     key = settings.get("zoo", "mlp_dense")
     run = memorisation_experiment(key, p.zoo(key), p.pdiff_config(), REPO / "runs" / preset_folder(preset),
-                                  n_samples=int(settings.get("n_samples", 100)), seed=0)
+                                  n_samples=int(settings.get("n_samples", 100)), seed=0, device=device)
     a, zoo = run.analysis, run.zoo
     iou = a.iou
     r = lambda v: round(float(v), 4)  # noqa: E731

@@ -15,7 +15,7 @@ from workbench.core.timing import Stopwatch
 from workbench.systems.cond_pdiff.experiment import cond_experiment
 
 
-def bench_cond(preset: str, seed: int = 0) -> dict[str, Any]:
+def bench_cond(preset: str, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Cond P-Diff from scratch: LoRA zoo (features + per-task fine-tuning), conditional generator, evaluation —
     notebook 05's experiment without its ablations (they refit the generator once per row)."""
     p = load_preset(preset)
@@ -24,7 +24,7 @@ def bench_cond(preset: str, seed: int = 0) -> dict[str, Any]:
     watch = Stopwatch()
     with tempfile.TemporaryDirectory() as tmp:
         ex = cond_experiment(**inputs, zoo_dir=Path(tmp) / "zoo", generator_dir=Path(tmp) / "generator", seed=seed,
-                             cache_dir=REPO / "runs" / "cache")
+                             cache_dir=REPO / "runs" / "cache", device=device)
         res = ex["result"]
         out_dir = REPO / "runs" / preset_folder(preset) / "bench_cond"
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,13 @@ from workbench.core.timing import Stopwatch
 from workbench.systems.d2nwg.experiment import d2nwg_experiment
 
 
-def bench_d2nwg(preset: str, seed: int = 0) -> dict[str, Any]:
+def bench_d2nwg(preset: str, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """The whole D2NWG study from scratch (dataset zoo, generator, evaluation, fine-tuning, ablations); the
     per-dataset tables are written under ``runs/<preset>/bench_d2nwg``."""
     watch = Stopwatch()
     with tempfile.TemporaryDirectory() as tmp:
-        res = d2nwg_experiment(**load_preset(preset).d2nwg_inputs(), run_dir=tmp, seed=seed, progress=False)
+        res = d2nwg_experiment(**load_preset(preset).d2nwg_inputs(), run_dir=tmp, seed=seed, progress=False,
+                               device=device)
     out_dir = REPO / "runs" / preset_folder(preset) / "bench_d2nwg"
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in (("unseen", res.unseen), ("seen", res.seen), ("shots", res.shots),

@@ -11,7 +11,7 @@ from workbench.core.timing import Stopwatch
 from workbench.systems.pdiff.experiment import pdiff_experiment
 
 
-def bench_pdiff(preset: str) -> dict[str, Any]:
+def bench_pdiff(preset: str, device: str = "cpu") -> dict[str, Any]:
     """The whole p-diff pipeline from scratch (zoo, AE, diffusion, DDIM sampling, evaluation with baselines): the
     experiment of notebooks 02–03 (:func:`~workbench.systems.pdiff.experiment.pdiff_experiment`) in a fresh root."""
     p = load_preset(preset)
@@ -23,7 +23,7 @@ def bench_pdiff(preset: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         # a batch of 100 is timed whatever n is: the first n of it are evaluated
         run = pdiff_experiment(key, p.zoo(key), p.pdiff_config(), tmp, n_samples=n, samplers=(f"ddim-{steps}",),
-                               draw=100, seed=0)
+                               draw=100, seed=0, device=device)
     s = run.seconds
     seconds = {"zoo": s["zoo"], "autoencoder": run.generator.seconds["autoencoder"],
                "diffusion": run.generator.seconds["diffusion"], f"sample_{max(n, 100)}": s[f"sample (ddim-{steps})"],
@@ -32,7 +32,7 @@ def bench_pdiff(preset: str) -> dict[str, Any]:
     orig, gen_row = table.loc["original"], table.loc[f"generated (ddim-{steps})"]
     r = lambda v: round(float(v), 3)  # noqa: E731
     return {
-        "preset": preset, "zoo": key, "n_members": len(run.zoo), "n_samples": len(samples), "sampler": f"ddim-{steps}",
+        "preset": preset, "device": str(run.generator.device), "zoo": key, "n_members": len(run.zoo), "n_samples": len(samples), "sampler": f"ddim-{steps}",
         "original_best": r(orig["best"]), "original_mean": r(orig["mean"]), "original_median": r(orig["median"]),
         "generated_best": r(gen_row["best"]), "generated_mean": r(gen_row["mean"]),
         "generated_median": r(gen_row["median"]), "generated_min": r(gen_row["min"]),

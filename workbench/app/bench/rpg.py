@@ -15,14 +15,15 @@ from workbench.core.timing import Stopwatch
 from workbench.systems.rpg.experiment import rpg_experiment
 
 
-def bench_rpg(preset: str, seed: int = 0) -> dict[str, Any]:
+def bench_rpg(preset: str, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """The whole RPG study from scratch in a temporary run directory; its tables are written under
     ``runs/<preset>/bench_rpg``."""
     watch = Stopwatch()
     p = load_preset(preset)
     parts = p.rpg_parts()
     with tempfile.TemporaryDirectory() as tmp:
-        res = rpg_experiment(**p.rpg_inputs(), run_dir=tmp, seed=seed, parts=parts, progress=False)
+        res = rpg_experiment(**p.rpg_inputs(), run_dir=tmp, seed=seed, parts=parts, progress=False,
+                             device=device)
     out_dir = REPO / "runs" / preset_folder(preset) / "bench_rpg"
     out_dir.mkdir(parents=True, exist_ok=True)
     if res.seeds is not None:

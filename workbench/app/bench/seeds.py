@@ -10,7 +10,7 @@ from workbench.app.presets import load_preset
 from workbench.systems.pdiff.experiment import seeds_experiment
 
 
-def bench_seeds(preset: str) -> dict[str, Any]:
+def bench_seeds(preset: str, device: str = "cpu") -> dict[str, Any]:
     """Entire models from independent seeds: zoo, generator with and without alignment, baselines, novelty — the
     experiment of notebook 03's second part (:func:`~workbench.systems.pdiff.experiment.seeds_experiment`) in a
     fresh root."""
@@ -22,7 +22,7 @@ def bench_seeds(preset: str) -> dict[str, Any]:
     steps = int(settings.get("steps", 50))
     with tempfile.TemporaryDirectory() as tmp:
         run = seeds_experiment(key, p.zoo(key), p.pdiff_config("seeds"), tmp, n_samples=n, sampler=sampler,
-                               steps=steps, seed=0)
+                               steps=steps, seed=0, device=device)
     res, seconds = run.result, run.seconds
     t, nov = res.table, res.novelty
     r = lambda v: round(float(v), 3)  # noqa: E731

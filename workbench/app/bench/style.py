@@ -15,12 +15,12 @@ from workbench.systems.cond_pdiff.style.evaluation import summary
 from workbench.systems.cond_pdiff.style.experiment import style_experiment
 
 
-def bench_style(preset: str, seed: int = 0) -> dict[str, Any]:
+def bench_style(preset: str, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Style-conditioned LoRA generation from scratch: style zoo, generator, metrics vs baselines, interpolation,
     style-continuous generalisation (notebook 06's experiment)."""
     watch = Stopwatch()
     with tempfile.TemporaryDirectory() as tmp:
-        ex = style_experiment(**load_preset(preset).style_inputs(), root=tmp, seed=seed)
+        ex = style_experiment(**load_preset(preset).style_inputs(), root=tmp, seed=seed, device=device)
         out_dir = REPO / "runs" / preset_folder(preset) / "bench_style"
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(out_dir / "per_style.csv", ex["result"].table)
