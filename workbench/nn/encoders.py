@@ -205,13 +205,13 @@ class EfficientNetImageEncoder(ImageEncoder):
 
     name = "efficientnet_lite0"
 
-    def __init__(self, size: int = 128, *, pretrained: bool = True) -> None:
-        self.size = size
+    def __init__(self, size: int = 128, *, pretrained: bool = True, device: str = "cpu") -> None:
+        self.size, self.device = size, device
         self.model = build_model(ArchConfig(name="timm:tf_efficientnet_lite0", input_shape=(3, size, size),
-                                            num_classes=10, pretrained=pretrained)).eval()
+                                            num_classes=10, pretrained=pretrained)).to(device).eval()
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(imagenet_input(images, self.size)).mean(dim=(2, 3))
+        return self.model.forward_features(imagenet_input(images.to(self.device), self.size)).mean(dim=(2, 3))
 
 
 class OpenCLIPImageEncoder(ImageEncoder):

@@ -105,14 +105,15 @@ class CondPDiff:
     def encoder(self) -> TextEncoder:
         """The text encoder (loaded on first use)."""
         if self._encoder is None:
-            self._encoder = make_text_encoder(self.config.text_encoder, self.cache_dir)
+            # on the generator's device: a GPU encodes a task zoo's texts in one batch
+            self._encoder = make_text_encoder(self.config.text_encoder, self.cache_dir, device=str(self.device))
         return self._encoder
 
     @property
     def image_encoder(self) -> ImageEncoder:
         """The image encoder (loaded on first use)."""
         if self._image_encoder is None:
-            self._image_encoder = make_image_encoder(self.config.image_encoder)
+            self._image_encoder = make_image_encoder(self.config.image_encoder, device=str(self.device))
         return self._image_encoder
 
     # -- conditions ----------------------------------------------------------------------------------
