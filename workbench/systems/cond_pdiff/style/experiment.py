@@ -45,10 +45,8 @@ def style_experiment(zoo_config: StyleZooConfig, config: CondPDiffConfig, settin
     watch = Stopwatch()
     zoo_config, config = offset_seed(zoo_config, seed), seeded_config(config, seed)
     with watch("zoo"):
-        zoo = collect_style_zoo(zoo_config, seeded_path(root / "zoo", seed), progress=progress)
+        zoo = collect_style_zoo(zoo_config, seeded_path(root / "zoo", seed), progress=progress, device=device)
     with watch("fit"):
-        # the style zoo's LoRA fine-tuning runs on the CPU (its loss holds CPU images and feature nets); the
-        # conditional generator runs on ``device``
         gen = fit_or_load_cond(zoo, config, seeded_path(root / "generator", seed), progress=progress, device=device)
     with watch("evaluate"):
         res = style_evaluation(zoo, gen, n_samples=int(st.get("n_samples", 8)), seed=seed, progress=progress)

@@ -31,6 +31,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import load_tensors, read_json, save_tensors
 from workbench.core.params import ParamSpec, check_finite
 from workbench.data import photo_patches
@@ -336,14 +337,22 @@ def _style_loss(cfg: StyleZooConfig, style: str, style_idx: int, train: torch.Te
         # the style image at the content's size, as stored for conditioning and measuring: one texture scale
         gram_ref = [r.detach() for r in feats.grams(feats(style_image(style, cfg.patch)[None]))]
 
+    on = {"device": torch.device("cpu"), "train": train, "gram_ref": gram_ref}
+
     def loss_fn(model: nn.Module, step: int) -> torch.Tensor:
-        x = train[torch.randint(0, len(train), (cfg.batch_size,), generator=g)]
+        dev = next(model.parameters()).device
+        if on["device"] != dev:  # moved once, on the first step, to wherever the engine put the model
+            on.update(device=dev, train=train.to(dev),
+                      gram_ref=None if gram_ref is None else [r.to(dev) for r in gram_ref])
+            feats.to(dev)
+        xs, refs = on["train"], on["gram_ref"]
+        x = xs[torch.randint(0, len(xs), (cfg.batch_size,), generator=g).to(dev)]
         y = model(x)
-        if gram_ref is None:
+        if refs is None:
             return F.mse_loss(y, style_target(style, x))
         fy, fx = feats(y.clamp(0, 1)), feats(x)
-        gram = sum(((a - r) ** 2).sum((1, 2)).mean() / (r ** 2).sum() for a, r in zip(feats.grams(fy), gram_ref))
-        return cfg.gram_weight * gram / len(gram_ref) + cfg.content_weight * F.mse_loss(fy[-1], fx[-1])
+        gram = sum(((a - r) ** 2).sum((1, 2)).mean() / (r ** 2).sum() for a, r in zip(feats.grams(fy), refs))
+        return cfg.gram_weight * gram / len(refs) + cfg.content_weight * F.mse_loss(fy[-1], fx[-1])
     return loss_fn
 
 
@@ -372,11 +381,13 @@ def style_setup(cfg: StyleZooConfig, root: Path) -> dict[str, Any]:
 
 
 def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool = True,
-                      executor: str | Executor | None = None) -> StyleZoo:
+                      executor: str | Executor | None = None, device: DeviceLike = None) -> StyleZoo:
     """Collect (or resume) a style zoo: the base network, then each style's dense LoRA checkpoints (one atomic file
     per style, so an interrupted collection resumes at the first missing style). ``executor="ray"`` trains the
-    styles as Ray tasks that read the base network from ``root``. Fine-tuning runs on the CPU."""
-    make_executor(executor)  # a bad executor is refused before anything is written
+    styles as Ray tasks that read the base network from ``root``. ``device``: where the styles fine-tune (the
+    base network trains on the CPU)."""
+    make_executor(executor)  # a bad executor or device is refused before anything is written
+    resolve_device(device)
     root = Path(root)
     start_zoo(root, cfg)
     seconds = read_timings(root)
@@ -397,6 +408,6 @@ def collect_style_zoo(cfg: StyleZooConfig, root: str | Path, *, progress: bool =
                 for j, loss in enumerate(stored["loss"].tolist())]
 
     collect_conditions(root, cfg.styles, rows=rows, kind="style", folder="styles", file_stem=_file,
-                       seconds=seconds, progress=progress, executor=executor,
+                       seconds=seconds, progress=progress, executor=executor, device=device,
                        unit=("workbench.systems.cond_pdiff.style.zoo:style_setup", cfg, root), **kw)
     return StyleZoo(root)
