@@ -154,7 +154,7 @@ def rpg_task_code_experiment(zoo_config: TaskCodeZooConfig, config: RPGConfig, r
     root, watch = Path(root), Stopwatch()
     with watch("zoo"):
         zoo = collect_task_code_zoo(seeded_task_zoo_config(zoo_config, seed), root / "zoos" / seeded_name(key, seed),
-                                    progress=progress)
+                                    progress=progress, device=device)
     seen = zoo.seen_ids()
     vectors = zoo.vectors()[seen]
     cfg = seeded_rpg_config(config, seed)

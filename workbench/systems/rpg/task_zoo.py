@@ -29,6 +29,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
+from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import (
     CorruptFileError,
     atomic_write_json,
@@ -144,9 +145,12 @@ def _binary_template(cfg: TaskCodeZooConfig, base_state: dict[str, torch.Tensor]
     return model
 
 
-def collect_task_code_zoo(cfg: TaskCodeZooConfig, root: str | Path, *, progress: bool = True) -> "TaskCodeZoo":
-    """Collect (or resume) the zoo: the pretrained model, then every code's fine-tune, a chunk at a time."""
+def collect_task_code_zoo(cfg: TaskCodeZooConfig, root: str | Path, *, progress: bool = True,
+                          device: DeviceLike = None) -> "TaskCodeZoo":
+    """Collect (or resume) the zoo: the pretrained model, then every code's fine-tune, a chunk at a time; both
+    train (and are evaluated) on ``device`` (default the CPU), what is stored is on the CPU."""
     root = Path(root)
+    dev = resolve_device(device)
     data = cfg.data.load()  # before anything is written: a bad config leaves no half-made folder
     if data.info.num_classes != 10:
         raise ValueError(f"task codes need a 10-class dataset, {data.info.name} has {data.info.num_classes}")
@@ -159,16 +163,17 @@ def collect_task_code_zoo(cfg: TaskCodeZooConfig, root: str | Path, *, progress:
     else:
         atomic_write_json(root / "config.json", cfg.to_dict())
     atomic_write_json(root / "codes.json", {"codes": [code_name(c) for c in codes.tolist()], "n_seen": cfg.n_seen})
+    on = data.to(dev)  # moved once; the labels of each code are derived on the CPU and moved with their chunk
     if not (root / "base.safetensors").exists():
-        base = build_model(cfg.base_arch(), seed=cfg.seed).train()
-        train_loop(base, data.x_train, data.y_train, cfg.pretrain, progress=progress)
-        save_tensors(root / "base.safetensors", base.eval().state_dict())
+        base = build_model(cfg.base_arch(), seed=cfg.seed).to(dev).train()
+        train_loop(base, on.x_train, on.y_train, cfg.pretrain, progress=progress)
+        save_tensors(root / "base.safetensors", {k: v.cpu() for k, v in base.eval().state_dict().items()})
         record_checksum(root, "base.safetensors")
     verify_checksum(root, "base.safetensors", "the pretrained model")
     template = _binary_template(cfg, load_tensors(root / "base.safetensors"))
     spec = ParamSpec.select(template, ("*",))
     init_vec = spec.flatten(template)
-    evaluator = MemberEvaluator(template, spec, probe=data.x_test)
+    evaluator = MemberEvaluator(template, spec, probe=on.x_test, device=dev)
     chunks = [list(range(s, min(s + cfg.chunk_size, len(codes)))) for s in range(0, len(codes), cfg.chunk_size)]
     todo = [i for i in range(len(chunks)) if not (root / "chunks" / f"{i:04d}.safetensors").exists()]
     bar = tqdm(total=len(codes), initial=len(codes) - sum(len(chunks[i]) for i in todo),
@@ -177,11 +182,11 @@ def collect_task_code_zoo(cfg: TaskCodeZooConfig, root: str | Path, *, progress:
         ids = chunks[i]
         c = codes[ids]
         init = {k: v.unsqueeze(0).repeat(len(ids), *([1] * v.ndim)) for k, v in spec.unflatten(init_vec).items()}
-        states, _ = train_vectorized(cfg.arch, init, data.x_train, code_labels(c, data.y_train), cfg.finetune)
-        vecs = spec.flatten_batch(states)
-        tr = np.array([evaluator(vecs[j:j + 1], data.x_train, code_labels(c[j:j + 1], data.y_train)[0]).accuracy[0]
+        states, _ = train_vectorized(cfg.arch, init, on.x_train, code_labels(c, data.y_train).to(dev), cfg.finetune)
+        vecs = spec.flatten_batch({k: v.cpu() for k, v in states.items()})
+        tr = np.array([evaluator(vecs[j:j + 1], on.x_train, code_labels(c[j:j + 1], data.y_train)[0]).accuracy[0]
                        for j in range(len(ids))])
-        te = np.array([evaluator(vecs[j:j + 1], data.x_test, code_labels(c[j:j + 1], data.y_test)[0]).accuracy[0]
+        te = np.array([evaluator(vecs[j:j + 1], on.x_test, code_labels(c[j:j + 1], data.y_test)[0]).accuracy[0]
                        for j in range(len(ids))])
         name = f"chunks/{i:04d}.safetensors"
         save_tensors(root / name, {"vectors": vecs.contiguous(), "ids": torch.tensor(ids),
