@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from workbench.core.device import DeviceLike
 from workbench.zoo.lora.backbone import adapted_tail, backbone_features, build_backbone
 from workbench.zoo.lora.engine import head_name
 
@@ -53,13 +54,15 @@ class ImageFeaturizer:
             probe = torch.zeros(1, 3, self.settings.image_size, self.settings.image_size)
             return int(self.trunk(self.prefix(probe)).shape[1])
 
-    def prefix_features(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """The stored representation: the backbone's output before the adapted modules."""
+    def prefix_features(self, images: torch.Tensor, progress: bool = False, device: DeviceLike = None) -> torch.Tensor:
+        """The stored representation: the backbone's output before the adapted modules (computed on ``device``,
+        default the CPU; returned on the CPU)."""
         if images.ndim != 4:
             raise ValueError(f"images are (N, C, H, W) in [0, 1], got shape {tuple(images.shape)}")
         if not torch.isfinite(images).all():
             raise ValueError("the images contain NaN or Inf values")
-        return backbone_features(self.prefix, images.float(), self.settings.image_size, progress=progress)
+        return backbone_features(self.prefix, images.float(), self.settings.image_size, progress=progress,
+                                 device=device)
 
     def pooled(self, prefix: torch.Tensor, batch: int = 1000) -> torch.Tensor:
         """Prefix features → pooled features (the linear head's input)."""

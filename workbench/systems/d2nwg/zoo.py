@@ -180,7 +180,7 @@ def _pair_images(cfg: DatasetZooConfig, source: str, domain: str) -> tuple[torch
 
 
 def _collect_features(cfg: DatasetZooConfig, root: Path, featurizer: ImageFeaturizer, pairs: Sequence[tuple[str, str]],
-                      seconds: dict[str, float], progress: bool) -> None:
+                      seconds: dict[str, float], progress: bool, device: DeviceLike = None) -> None:
     (root / "features").mkdir(parents=True, exist_ok=True)
     for source, domain in tqdm(pairs, desc="features (source × domain)", disable=not progress):
         rel = f"features/{_pair_key(source, domain)}.safetensors"
@@ -188,7 +188,7 @@ def _collect_features(cfg: DatasetZooConfig, root: Path, featurizer: ImageFeatur
             continue
         t0 = time.perf_counter()
         x, y, tr, te = _pair_images(cfg, source, domain)
-        prefix = featurizer.prefix_features(x, progress=False)
+        prefix = featurizer.prefix_features(x, progress=False, device=device)
         save_tensors(root / rel, {"prefix_train": prefix[tr].contiguous(), "y_train": y[tr].contiguous(),
                                   "prefix_test": prefix[te].contiguous(), "y_test": y[te].contiguous()},
                      metadata={"source": source, "domain": domain})
@@ -247,7 +247,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
                         device: DeviceLike = None, executor: str | Executor | None = None) -> "DatasetZoo":
     """Collect (or resume) the dataset zoo: features of every (source, domain) pool, then per dataset its head
     checkpoints and, with ``cfg.lora``, its LoRA checkpoints; the heads and adapters fine-tune on ``device``
-    (default the CPU; the image features are computed on the CPU). ``executor="ray"`` trains the datasets'
+    (default the CPU), as are the backbone's prefix features. ``executor="ray"`` trains the datasets'
     heads (and adapters) as Ray tasks that read the features from ``root``, bit-identical to a local collection
     with as many threads per process."""
     resolve_device(device)  # checked before anything is written
@@ -260,7 +260,7 @@ def collect_dataset_zoo(cfg: DatasetZooConfig, root: str | Path, *, progress: bo
     t0 = time.perf_counter()
     featurizer = ImageFeaturizer(cfg.backbone_settings())
     pairs = list(dict.fromkeys((r.source, r.domain) for r in recipes))
-    _collect_features(cfg, root, featurizer, pairs, seconds, progress)
+    _collect_features(cfg, root, featurizer, pairs, seconds, progress, device)
     seconds["features"] = time.perf_counter() - t0
     atomic_write_json(root / "timings.json", seconds)
     zoo = DatasetZoo(root, _partial=True)
