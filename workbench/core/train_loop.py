@@ -207,22 +207,19 @@ def train_module(
                leave=False)
     for step in range(start, cfg.steps):
         opt.zero_grad(set_to_none=True)
-        if plan.plain:
+
+        def compute(step: int = step) -> tuple[torch.Tensor, dict]:  # draws the step's batch afresh per call
             with autocast_context(amp, device):
-                loss, logs = loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning "
-                                         "rate or check the inputs for NaN")
+                return loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
+
+        if plan.plain:
+            loss, logs = compute()
             loss.backward()
         else:  # this process's gradient shards of the step, summed over the processes: the job's loss everywhere
-            def compute() -> tuple[torch.Tensor, dict]:
-                with autocast_context(amp, device):
-                    return loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
-
             loss, logs = plan.step(module, compute)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning "
-                                         "rate or check the inputs for NaN")
+        if not torch.isfinite(loss):  # before the optimiser step: a non-finite loss never reaches the weights
+            raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning rate "
+                                     "or check the inputs for NaN")
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
         opt.step()
