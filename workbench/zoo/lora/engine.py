@@ -149,6 +149,7 @@ class ConditionUnit:
     index: int
     name: str
     device: str = "cpu"
+    threads: int = 1  # the worker's torch threads: its CPUs, whatever OMP_NUM_THREADS the cluster inherited
 
 
 _PREPARED: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
@@ -182,8 +183,9 @@ def _fine_tune_condition(kw: dict[str, Any], base_state: dict[str, torch.Tensor]
 def train_condition(unit: ConditionUnit) -> tuple[dict[str, torch.Tensor], float]:
     """Fine-tune one condition of a unit (what an executor's worker runs): its stored tensors and seconds. A pure
     function of the unit, so a Ray worker computes the bytes the collecting process would with the same number of
-    threads (a Ray task gets ``cpus_per_task`` of them)."""
+    threads (``unit.threads``: the executor's ``cpus_per_task``)."""
     fault_point("lora_condition")  # tests kill a worker here
+    torch.set_num_threads(unit.threads)  # the float summation order depends on it: one setting, not the env's
     kw, base_state = _prepared(unit)
     t0 = time.perf_counter()
     stored = _fine_tune_condition(kw, base_state, unit.index, unit.name, "condition", resolve_device(unit.device),
@@ -237,7 +239,8 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
     with executor_scope(executor) as ex:
         if todo and ex.name != "local" and unit is not None:
             setup, config, setup_root = unit
-            units = [ConditionUnit(setup, config, str(setup_root), i, name, str(dev)) for i, name in todo]
+            threads = max(1, int(getattr(ex, "cpus_per_task", 1)))
+            units = [ConditionUnit(setup, config, str(setup_root), i, name, str(dev), threads) for i, name in todo]
             for u, (stored, secs) in ex.map_unordered(train_condition, units):
                 commit(u.name, stored, secs)
         else:
