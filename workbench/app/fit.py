@@ -13,7 +13,7 @@ from workbench.core.data_parallel import barrier, process_group
 from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import read_json
 from workbench.core.paths import seeded_name
-from workbench.generator.latent_diffusion import PDiff, seeded_pdiff_config
+from workbench.generator.latent_diffusion import PDiff, fit_or_load, seeded_pdiff_config
 from workbench.zoo import Zoo
 from workbench.zoo.collection import collect_all
 
@@ -48,15 +48,14 @@ def fit_preset_generator(preset: str, key: str, *, run_dir: str | Path | None = 
     done = (directory / "pdiff.json").exists() and read_json(directory / "pdiff.json").get("config") == \
         config.to_dict()
     t0 = time.perf_counter()
-    if done and not refit:
-        gen = PDiff.load(directory, device=dev)
-        action = "loaded"
-    else:
+    if refit:
         gen = PDiff(config, device=dev).fit(zoo, run_dir=directory / "checkpoints", progress=progress)
         if group.is_main:
             gen.save(directory)
-        action = "fitted"
-    barrier(group)
+        barrier(group)
+    else:  # loads what matches (and refuses a generator fitted on other data), else fits, resumes and saves
+        gen = fit_or_load(zoo, config, directory, progress=progress, device=dev)
+    action = "loaded" if done and not refit else "fitted"
     return {"zoo": key, "generator": str(directory), "action": action, "processes": group.world,
             "device": str(dev), "n_members": len(zoo), "seconds": round(time.perf_counter() - t0, 3),
             "stage_seconds": {k: round(v, 3) for k, v in gen.seconds.items()},
