@@ -27,6 +27,11 @@ __all__ = [
     "seeded_split",
     "photo_patches",
     "batch_schedule",
+    "register_dataset",
+    "unregister_dataset",
+    "registered_dataset",
+    "task_data_from_tensors",
+    "dataset_fingerprint",
 ]
 
 
@@ -107,7 +112,7 @@ def _finish(
     seed: int,
     test_fraction: float,
     image_size: int | None = None,
-    standardise: bool = True,
+    standardise: bool | str = True,
     extra: dict | None = None,
 ) -> TaskData:
     """Shuffle-split, optionally resize, and standardise with training statistics."""
@@ -117,7 +122,9 @@ def _finish(
     x_train, x_test = x[tr], x[te]
     if image_size is not None:
         x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
-    if standardise:
+    if standardise == "per_feature":
+        x_train, x_test = _standardise(x_train, x_test, per_feature=True)
+    elif standardise:
         x_train, x_test = _standardise(x_train, x_test)
     info = DatasetInfo(
         name=name, input_shape=tuple(x_train.shape[1:]), num_classes=len(class_names),
@@ -127,9 +134,14 @@ def _finish(
     return TaskData(x_train.contiguous(), y[tr], x_test.contiguous(), y[te], info)
 
 
-def _standardise(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Scalar statistics keep every pixel on the same scale; computed on train only (no test leak).
-    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+def _standardise(x_train: torch.Tensor, x_test: torch.Tensor,
+                 per_feature: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    # Scalar statistics keep every pixel on the same scale; tabular features (per_feature) each get their own.
+    # Computed on train only (no test leak).
+    if per_feature:
+        mean, std = x_train.mean(0, keepdim=True), x_train.std(0, keepdim=True).clamp_min(1e-8)
+    else:
+        mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
     return (x_train - mean) / std, (x_test - mean) / std
 
 
@@ -295,11 +307,146 @@ _OFFLINE: dict[str, Callable[..., TaskData]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Your own data: tensors, arrays or any torch Dataset, registered under a name
+# ---------------------------------------------------------------------------------------------
+
+def _as_arrays(x: object, y: object | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) from tensors/arrays, or from a map-style Dataset of (input, label) pairs when ``y`` is None."""
+    if y is None:
+        if not isinstance(x, torch.utils.data.Dataset) or not hasattr(x, "__len__"):
+            raise TypeError("register_dataset needs inputs and labels: pass x and y (tensors or arrays), or one "
+                            f"map-style torch Dataset of (input, label) pairs; got {type(x).__name__} and no labels")
+        if len(x) == 0:
+            raise ValueError("the dataset is empty: it needs at least two examples per split")
+        pairs = [x[i] for i in range(len(x))]
+        if not all(isinstance(p, (tuple, list)) and len(p) >= 2 for p in pairs[:1]):
+            raise TypeError("a Dataset item must be an (input, label) pair, got "
+                            f"{type(pairs[0]).__name__}")
+        xs = torch.stack([torch.as_tensor(np.asarray(p[0]), dtype=torch.float32) for p in pairs])
+        ys = torch.as_tensor([int(p[1]) for p in pairs], dtype=torch.int64)
+        return xs, ys
+    xs = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 1:
+        raise ValueError(f"labels must be one class index per example (shape (N,)), got shape {y_arr.shape}")
+    if not np.issubdtype(y_arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y_arr, 1), 0)):
+            raise ValueError("labels must be integer class indices 0..C-1, got non-integer values")
+    ys = torch.as_tensor(y_arr.astype(np.int64))
+    if len(xs) != len(ys):
+        raise ValueError(f"inputs and labels differ in length: {len(xs)} inputs, {len(ys)} labels")
+    return xs, ys
+
+
+def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor, preparation: str = "") -> str:
+    """sha256 of the inputs' and labels' bytes (and shapes, and how they are prepared): a zoo remembers which data it
+    was trained on."""
+    import hashlib
+
+    h = hashlib.sha256(preparation.encode())
+    for t in (x.contiguous(), y.contiguous()):
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def task_data_from_tensors(x: object, y: object | None = None, *, name: str = "tensors", seed: int = 0,
+                           test_fraction: float = 0.2, class_names: tuple[str, ...] | None = None,
+                           standardise: bool | str = True, image_size: int | None = None) -> TaskData:
+    """A :class:`TaskData` from your inputs ``x`` (N, ...) and labels ``y`` (N,) — tensors or arrays — or from one
+    map-style Dataset of (input, label) pairs: the same seeded split and training-split standardisation as the
+    built-in datasets (``standardise``: True, one scalar mean/std as for images; ``"per_feature"``, each feature its
+    own, for tabular data; False, as given)."""
+    if standardise not in (True, False, "per_feature"):
+        raise ValueError(f"standardise must be True, False or 'per_feature', got {standardise!r}")
+    xs, ys = _as_arrays(x, y)
+    if len(ys) < 4:
+        raise ValueError(f"a dataset needs at least 4 examples (2 per split), got {len(ys)}")
+    if not torch.isfinite(xs).all():
+        bad = int((~torch.isfinite(xs)).flatten(1).any(1).sum())
+        raise ValueError(f"{bad} of {len(xs)} inputs hold NaN or inf values: clean or drop them before registering")
+    if ys.min() < 0:
+        raise ValueError(f"labels must be class indices 0..C-1, got a negative label ({int(ys.min())})")
+    n_classes = int(ys.max()) + 1
+    if class_names is None:
+        class_names = tuple(str(i) for i in range(n_classes))
+    class_names = tuple(str(c) for c in class_names)
+    if len(class_names) < n_classes:
+        raise ValueError(f"labels go up to {n_classes - 1} but only {len(class_names)} class names were given")
+    if len(class_names) < 2:
+        raise ValueError("a classification dataset needs at least 2 classes")
+    return _finish(xs.numpy(), ys.numpy(), name=name, class_names=class_names, source=f"registered ({name})",
+                   seed=seed, test_fraction=test_fraction, image_size=image_size, standardise=standardise,
+                   extra={"fingerprint": dataset_fingerprint(xs, ys, f"standardise={standardise}")})
+
+
+@dataclass(frozen=True)
+class RegisteredDataset:
+    """A dataset registered in this process: its raw examples and how they are prepared."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    class_names: tuple[str, ...] | None
+    standardise: bool | str
+    fingerprint: str
+
+    def load(self, name: str, seed: int, test_fraction: float, image_size: int | None) -> TaskData:
+        """The seeded split of the registered examples."""
+        return task_data_from_tensors(self.x, self.y, name=name, seed=seed, test_fraction=test_fraction,
+                                      class_names=self.class_names, standardise=self.standardise,
+                                      image_size=image_size)
+
+
+_REGISTERED: dict[str, RegisteredDataset] = {}
+
+
+def register_dataset(name: str, x: object, y: object | None = None, *, class_names: tuple[str, ...] | None = None,
+                     standardise: bool | str = True, replace: bool = False) -> str:
+    """Make your data loadable by name (``DataConfig(name=...)``, zoo collection, evaluation): inputs ``x`` and
+    labels ``y`` as tensors or arrays, or one map-style torch Dataset of (input, label) pairs (``standardise`` as in
+    :func:`task_data_from_tensors`; ``"per_feature"`` for tabular data). Returns the data's
+    fingerprint, which a zoo records so that it is never evaluated on other data under the same name.
+
+    Registration lives in this process: register the same data again before reopening its zoos in a new one."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"a dataset name must be a non-empty string without surrounding spaces, got {name!r}")
+    if name in _OFFLINE or name in _TORCHVISION:
+        raise ValueError(f"{name!r} is a built-in dataset; register yours under another name")
+    data = task_data_from_tensors(x, y, name=name, class_names=class_names, standardise=standardise)  # validates
+    xs, ys = _as_arrays(x, y)
+    entry = RegisteredDataset(xs, ys, class_names if class_names is None else tuple(class_names), standardise,
+                              data.info.extra["fingerprint"])
+    old = _REGISTERED.get(name)
+    if old is not None and old.fingerprint != entry.fingerprint and not replace:
+        raise ValueError(f"a different dataset is already registered as {name!r}; pass replace=True to replace it "
+                         "(zoos collected on the old data will then refuse to load it)")
+    _REGISTERED[name] = entry
+    return entry.fingerprint
+
+
+def unregister_dataset(name: str) -> None:
+    """Forget a registered dataset (no error when it is not registered)."""
+    _REGISTERED.pop(name, None)
+
+
+def registered_dataset(name: str) -> RegisteredDataset | None:
+    """The registration of ``name`` in this process, or None."""
+    return _REGISTERED.get(name)
+
+
 def available_datasets() -> dict[str, str]:
-    """Dataset names and whether they are offline defaults or need local files."""
+    """Dataset names and whether they are offline defaults, need local files, or were registered here."""
     out = {k: "offline" for k in _OFFLINE}
     out.update({k: "torchvision (local files)" for k in _TORCHVISION})
+    out.update({k: "registered" for k in _REGISTERED})
     return out
+
+
+def unknown_dataset_message(name: str) -> str:
+    """The error for a dataset name nobody knows: the choices, and how to bring your own."""
+    return (f"unknown dataset {name!r}; choose one of {sorted(available_datasets())}, or register your own data "
+            f"first: workbench.data.register_dataset({name!r}, x, y)")
 
 
 def load_dataset(
@@ -319,8 +466,10 @@ def load_dataset(
         data = _OFFLINE[name](seed=seed, test_fraction=test_fraction, image_size=image_size, **kwargs)
     elif name in _TORCHVISION:
         data = _torchvision(name, seed, test_fraction, image_size, root=root, download=download, **kwargs)
+    elif name in _REGISTERED:
+        data = _REGISTERED[name].load(name, seed, test_fraction, image_size)
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(available_datasets())}")
+        raise ValueError(unknown_dataset_message(name))
     if n_train is not None or n_test is not None:
         data = data.subset(n_train, n_test)
     return data

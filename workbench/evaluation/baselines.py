@@ -83,6 +83,17 @@ def finetuned_members(zoo, vectors: torch.Tensor, *, steps: int = 10, seed: int 
     data = zoo.data()
     if device is not None:
         data = data.to(resolve_device(device))
-    lr = zoo.config.checkpoint_lr if zoo.config.protocol != "seeds" else zoo.config.train.lr
+    lr, frozen = finetune_settings(zoo)
     return finetuned(vectors, zoo.model(), zoo.spec, data.x_train, data.y_train, steps=steps, lr=lr, seed=seed,
-                     frozen_eval=zoo.config.protocol == "dense_subset")
+                     frozen_eval=frozen)
+
+
+def finetune_settings(zoo) -> tuple[float, bool]:
+    """(learning rate, BatchNorm frozen) of a zoo's fine-tuned baseline: from a collected zoo's config, from a zoo's
+    own ``finetune_lr`` / ``frozen_eval`` attributes (e.g. :class:`~workbench.zoo.tensor_zoo.TensorZoo`), else
+    lr 0.01 in train mode."""
+    config = getattr(zoo, "config", None)
+    if config is not None and hasattr(config, "protocol"):
+        lr = config.checkpoint_lr if config.protocol != "seeds" else config.train.lr
+        return float(lr), config.protocol == "dense_subset"
+    return float(getattr(zoo, "finetune_lr", 0.01)), bool(getattr(zoo, "frozen_eval", False))

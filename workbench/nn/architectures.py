@@ -12,7 +12,38 @@ from safetensors.torch import load_file
 
 from workbench.core.config import JSONConfig
 
-__all__ = ["ArchConfig", "build_model", "count_params", "load_weights_file"]
+__all__ = ["ArchConfig", "build_model", "count_params", "load_weights_file", "register_architecture",
+           "unregister_architecture", "registered_architecture"]
+
+#: Your own networks by name: ``factory(input_shape, num_classes) -> nn.Module`` (see :func:`register_architecture`).
+_FACTORIES: dict[str, object] = {}
+_BUILTIN = ("mlp3", "convnet3", "lenet")
+
+
+def register_architecture(name: str, factory, *, replace: bool = False) -> None:
+    """Make your network buildable by name (``ArchConfig(name=...)``): ``factory(input_shape, num_classes)`` returns a
+    fresh ``nn.Module`` whose initialisation follows torch's global seed (zoos seed each member through it).
+
+    The factory is checked now: it must build a module with parameters. Registration lives in this process:
+    register it again before reopening its zoos in a new one."""
+    if not isinstance(name, str) or not name.strip() or name in _BUILTIN or name.startswith("timm:"):
+        raise ValueError(f"cannot register an architecture as {name!r}: use a new non-empty name (not "
+                         f"{', '.join(_BUILTIN)} or timm:<name>)")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable as factory(input_shape, num_classes), got {type(factory).__name__}")
+    if name in _FACTORIES and _FACTORIES[name] is not factory and not replace:
+        raise ValueError(f"another factory is already registered as {name!r}; pass replace=True to replace it")
+    _FACTORIES[name] = factory
+
+
+def unregister_architecture(name: str) -> None:
+    """Forget a registered architecture (no error when it is not registered)."""
+    _FACTORIES.pop(name, None)
+
+
+def registered_architecture(name: str):
+    """The factory registered as ``name`` in this process, or None."""
+    return _FACTORIES.get(name)
 
 
 @dataclass(frozen=True)
@@ -32,8 +63,10 @@ class ArchConfig(JSONConfig, name="arch config"):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "hidden", tuple(int(s) for s in self.hidden))
         object.__setattr__(self, "channels", tuple(int(s) for s in self.channels))
-        if not (self.name in ("mlp3", "convnet3", "lenet") or self.name.startswith("timm:")):
-            raise ValueError(f"unknown architecture {self.name!r}: use 'mlp3', 'convnet3', 'lenet' or 'timm:<name>'")
+        if not (self.name in _BUILTIN or self.name.startswith("timm:") or self.name in _FACTORIES):
+            raise ValueError(f"unknown architecture {self.name!r}: use 'mlp3', 'convnet3', 'lenet', 'timm:<name>', "
+                             f"or a name registered with workbench.nn.architectures.register_architecture "
+                             f"(registered here: {sorted(_FACTORIES) or 'none'})")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
 
@@ -181,7 +214,18 @@ def build_model(cfg: ArchConfig, seed: int | None = None) -> nn.Module:
         return _convnet3(cfg)
     if cfg.name == "lenet":
         return _lenet(cfg)
+    if cfg.name in _FACTORIES:
+        return _registered(cfg)
     return _timm(cfg)
+
+
+def _registered(cfg: ArchConfig) -> nn.Module:
+    model = _FACTORIES[cfg.name](tuple(cfg.input_shape), int(cfg.num_classes))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the factory registered as {cfg.name!r} returned {type(model).__name__}, not an nn.Module")
+    if not any(True for _ in model.parameters()):
+        raise ValueError(f"the network registered as {cfg.name!r} has no parameters: nothing to collect")
+    return model
 
 
 def count_params(model: nn.Module) -> int:

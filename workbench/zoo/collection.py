@@ -23,15 +23,15 @@ from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.faults import fault_point
 from workbench.core.params import ParamSpec
 from workbench.core.paths import seeded_name
-from workbench.data import batch_schedule
+from workbench.data import batch_schedule, register_dataset, registered_dataset
 from workbench.evaluation.evaluate import MemberEvaluator, split_model
-from workbench.nn.architectures import build_model
+from workbench.nn.architectures import build_model, register_architecture, registered_architecture
 from workbench.zoo.config import DataConfig, ZooConfig
 from workbench.zoo.executors import Executor, executor_scope, make_executor
 from workbench.zoo.storage import Zoo, ZooStore, iter_chunks
 from workbench.zoo.training import init_members, train_loop, train_vectorized
 
-__all__ = ["collect", "collect_all", "SeedChunk", "train_seed_chunk"]
+__all__ = ["collect", "collect_all", "SeedChunk", "train_seed_chunk", "check_data_fits_model", "registrations_of"]
 
 
 def _rows(cfg: ZooConfig, ids: list[int], tr, te, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,18 +185,65 @@ class SeedChunk:
     config: ZooConfig
     ids: tuple[int, ...]
     device: str = "cpu"  # where the chunk trains (a string: units travel to Ray workers)
+    # your own dataset / network (registered in the collecting process), carried to workers that lack them
+    registrations: tuple = ()
+
+
+def registrations_of(config: ZooConfig) -> tuple:
+    """The registered dataset and architecture a zoo config uses (what a worker process must register too)."""
+    out = []
+    entry = registered_dataset(config.data.name)
+    if entry is not None:
+        out.append(("data", config.data.name, entry))
+    factory = registered_architecture(config.arch.name)
+    if factory is not None:
+        out.append(("arch", config.arch.name, factory))
+    return tuple(out)
+
+
+def _apply_registrations(registrations: tuple) -> None:
+    for kind, name, entry in registrations:
+        if kind == "data" and registered_dataset(name) is None:
+            register_dataset(name, entry.x, entry.y, class_names=entry.class_names, standardise=entry.standardise)
+        elif kind == "arch" and registered_architecture(name) is None:
+            register_architecture(name, entry)
 
 
 @lru_cache(maxsize=4)
-def _task_data(data: DataConfig):
+def _cached_task_data(data: DataConfig):
     # a worker process trains many chunks on the same data: load it once per process
     return data.load()
+
+
+def _task_data(data: DataConfig):
+    # registered data can be re-registered under its name, so it is never cached by name (its split is cheap)
+    return data.load() if registered_dataset(data.name) is not None else _cached_task_data(data)
+
+
+def check_data_fits_model(config: ZooConfig, model: nn.Module, data) -> None:
+    """Refuse, before anything is written, a network whose input or output does not fit the dataset."""
+    x = data.x_test[:2]
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as e:  # the network's own message says which layer refused the input
+        raise ValueError(f"zoo {config.name!r}: the network {config.arch.name!r} cannot take the inputs of dataset "
+                         f"{config.data.name!r} (one example has shape {tuple(x.shape[1:])}; the arch config says "
+                         f"input_shape={tuple(config.arch.input_shape)}): {type(e).__name__}: {e}") from None
+    n_classes = data.info.num_classes
+    if out.ndim != 2 or out.shape[1] != config.arch.num_classes:
+        raise ValueError(f"zoo {config.name!r}: the network {config.arch.name!r} returns shape {tuple(out.shape)} "
+                         f"for a batch of 2; it must return (batch, num_classes={config.arch.num_classes}) logits")
+    if n_classes > config.arch.num_classes:
+        raise ValueError(f"zoo {config.name!r}: dataset {config.data.name!r} has {n_classes} classes but the network "
+                         f"has {config.arch.num_classes} outputs; set arch.num_classes={n_classes}")
 
 
 def train_seed_chunk(unit: SeedChunk) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """Train and evaluate one chunk of independent seeds: the member rows and their vectors (what one shard
     holds). A pure function of the unit, so any executor (this process, a Ray worker) computes the same bytes."""
     cfg = unit.config
+    _apply_registrations(unit.registrations)
     fault_point("seed_chunk")  # tests kill a worker here
     template = build_model(cfg.arch, seed=cfg.seed)
     spec = ParamSpec.select(template, cfg.select, cfg.exclude)
@@ -233,7 +280,8 @@ def _collect_seeds(cfg: ZooConfig, store: ZooStore, progress: bool, executor: Ex
     todo = [i for i in range(cfg.n_members) if i not in done]
     if not todo:
         return
-    units = [SeedChunk(cfg, tuple(chunk), str(device)) for chunk in iter_chunks(todo, cfg.chunk_size)]
+    reg = registrations_of(cfg)
+    units = [SeedChunk(cfg, tuple(chunk), str(device), reg) for chunk in iter_chunks(todo, cfg.chunk_size)]
     bar = tqdm(total=cfg.n_members, initial=len(done), desc=f"{cfg.name}: seeds ({executor.name})",
                disable=not progress)
     # only this process writes: each chunk is one atomic shard, committed as its result arrives
@@ -259,9 +307,11 @@ def collect(config: ZooConfig, root: str | Path, *, progress: bool = True, base_
     store = ZooStore(root)
     # The spec depends only on the architecture, and the data must load: both are checked before anything is
     # written, so a bad config leaves no half-made zoo directory behind.
-    spec = ParamSpec.select(build_model(config.arch, seed=config.seed), config.select, config.exclude)
+    template = build_model(config.arch, seed=config.seed)
+    spec = ParamSpec.select(template, config.select, config.exclude)
     data = _task_data(config.data)
-    store.init(config, spec)
+    check_data_fits_model(config, template, data)
+    store.init(config, spec, data_fingerprint=data.info.extra.get("fingerprint"))
     if config.protocol == "seeds":
         with executor_scope(executor) as ex:
             _collect_seeds(config, store, progress, ex, dev)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from workbench.core.config import JSONConfig
-from workbench.data import DatasetInfo, TaskData, available_datasets, load_dataset
+from workbench.data import DatasetInfo, TaskData, available_datasets, load_dataset, unknown_dataset_message
 from workbench.nn.architectures import ArchConfig
 from workbench.zoo.training import TrainConfig
 
@@ -29,7 +29,7 @@ class DataConfig(JSONConfig, name="data config"):
 
     def __post_init__(self) -> None:
         if self.name not in available_datasets():
-            raise ValueError(f"unknown dataset {self.name!r}; choose one of {sorted(available_datasets())}")
+            raise ValueError(unknown_dataset_message(self.name))
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction!r}")
         for k in ("image_size", "n_train", "n_test", "channels"):

@@ -86,6 +86,20 @@ class ShardScan:
     index: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+DATA_FINGERPRINT = "data.json"  # the fingerprint of a registered dataset the zoo was collected on
+
+
+def check_data_fingerprint(root: Path, name: str, fingerprint: str | None) -> None:
+    """Raise :class:`ZooMismatchError` when the dataset registered as ``name`` is not the one the zoo was
+    collected on."""
+    recorded = read_json(Path(root) / DATA_FINGERPRINT).get("fingerprint")
+    if recorded != fingerprint:
+        raise ZooMismatchError(
+            f"zoo {root} was collected on other data than the dataset now registered as {name!r} (fingerprint "
+            f"{recorded} recorded, {fingerprint} registered): register the same examples again, or collect into "
+            "another directory")
+
+
 class ZooStore:
     """Writer side of a zoo directory (used by the collection protocols).
 
@@ -96,10 +110,14 @@ class ZooStore:
         self.root = Path(root)
         self.shards = self.root / "shards"
 
-    def init(self, config: ZooConfig, spec: ParamSpec) -> None:
-        """Create the directory, or check that it holds this very zoo (resume)."""
+    def init(self, config: ZooConfig, spec: ParamSpec, data_fingerprint: str | None = None) -> None:
+        """Create the directory, or check that it holds this very zoo (resume). ``data_fingerprint``: of a
+        registered dataset, recorded so the zoo never resumes or evaluates on other data under the same name."""
         cfg_path = self.root / "config.json"
         spec_path = self.root / "spec.json"
+        data_path = self.root / DATA_FINGERPRINT
+        if data_fingerprint is not None and data_path.exists():
+            check_data_fingerprint(self.root, config.data.name, data_fingerprint)
         # everything is checked before anything is written: a refused collection leaves the directory as it was
         if cfg_path.exists():
             old = read_json(cfg_path)
@@ -117,6 +135,8 @@ class ZooStore:
             atomic_write_json(cfg_path, config.to_dict())
         if not spec_path.exists():
             spec.save(spec_path)
+        if data_fingerprint is not None and not data_path.exists():
+            atomic_write_json(data_path, {"dataset": config.data.name, "fingerprint": data_fingerprint})
 
     # -- reading --------------------------------------------------------------------------------------------
     def checksums(self) -> dict[str, dict[str, Any]]:
@@ -313,7 +333,10 @@ class Zoo:
         """The dataset the zoo was trained on (same split)."""
         condition_names(self, condition)
         if self._data is None:
-            self._data = self.config.data.load()
+            data = self.config.data.load()
+            if (self.root / DATA_FINGERPRINT).exists():
+                check_data_fingerprint(self.root, self.config.data.name, data.info.extra.get("fingerprint"))
+            self._data = data
         return self._data
 
     def accuracies(self, condition: str | None = None, split: str = "test") -> np.ndarray:
