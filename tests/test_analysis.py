@@ -121,6 +121,13 @@ def test_interpolation_widget_headless(ci_pdiff):
     app.mode.value = "latent"
     t = app.run()
     assert list(t.columns) == ["label", "prediction", "correct"] and len(t) == 5
+    # the accuracy-vs-λ curve with the current λ marked, and the test digits with their predictions
+    fig = app.figure()
+    assert len(fig.data[0].x) == 21 and fig.data[0].y[0] == pytest.approx(app.curve("latent")[0])  # the space shown
+    assert list(fig.data[1].x) == [app.lam.value] and fig.data[1].y[0] == pytest.approx(app.accuracy)
+    assert app.digits().data[0].type == "image" and len(app.out.outputs) == 3
+    assert app.curve("weights")[0] == pytest.approx(zoo.accuracies()[0])  # λ = 0 is the first member
+    assert not app.lam.continuous_update  # evaluates on release, not on every drag step
 
 
 def test_ablation_tables(ci_pdiff):

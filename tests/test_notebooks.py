@@ -2,12 +2,18 @@
 same rounded tables), and its recorded metrics checked against golden bands."""
 
 import json
+import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from workbench.app.report import execute_notebook, notebook_paths
+from workbench.app.report import REPO, execute_notebook, notebook_paths
 
 # Golden bands for the ci preset. Figures of the ci mlp_dense and mlp_seeds zoos and generators (the same configs
 # as tests/golden.py) use the bands derived from their spread over 10 seeds × 2 threads and 5 seeds × 1 thread
@@ -77,15 +83,26 @@ GOLDEN = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared_run_dir(tmp_path_factory):
+    """One run folder for the notebooks in order, as the report uses it: 02 resumes 01's zoos, 03 and 04 load 02's
+    generators, and nbval's re-execution of each notebook loads what its papermill run stored (the cached rerun)."""
+    # WORKBENCH_NOTEBOOK_RUN_DIR: a warm ci run folder of your own (e.g. to rerun only the browser tests)
+    own = os.environ.get("WORKBENCH_NOTEBOOK_RUN_DIR")
+    return Path(own) if own else tmp_path_factory.mktemp("report") / "run"
+
+
 @pytest.mark.notebook
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("nb", notebook_paths(), ids=lambda p: p.stem)
-def test_notebook(nb, tmp_path):
-    run_dir = tmp_path / "run"
-    out = tmp_path / nb.name
+def test_notebook(nb, tmp_path, shared_run_dir):
+    run_dir = shared_run_dir
+    out = shared_run_dir.parent / nb.name  # the report folder: test_report_pages builds its pages from these
     # a per-cell limit: a stuck kernel fails the test instead of hanging CI
     execute_notebook(nb, out, {"preset": "ci", "seed": 0, "device": "cpu", "run_dir": str(run_dir)}, timeout=900)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider", str(out)],
+    check = tmp_path / nb.name  # nbval re-executes a copy (its outputs are compared, the report keeps the original)
+    check.write_bytes(out.read_bytes())
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider", str(check)],
                        cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics" / f"{nb.stem}.json").read_text())
@@ -94,6 +111,43 @@ def test_notebook(nb, tmp_path):
         for k in path:
             value = value[k]
         assert lo <= value <= hi, f"{nb.stem}: {'.'.join(path)} = {value} outside the golden band [{lo}, {hi}]"
+
+
+@pytest.mark.notebook
+def test_report_pages_of_the_ci_notebooks(shared_run_dir):
+    """The report's pages from the notebooks executed above: offline, code hidden, the parameters used shown once,
+    widgets and bars as final text, small, readable by others; and the index with every notebook's reading."""
+    from workbench.app.report_pages import index_page, notebook_digest, notebook_page, summary_markdown
+
+    folder = shared_run_dir.parent
+    executed = [folder / nb.name for nb in notebook_paths() if (folder / nb.name).exists()]
+    if len(executed) < 2:
+        pytest.skip("needs the executed notebooks of test_notebook (run the module, not this test alone)")
+    parameters = {"preset": "ci", "seed": 0, "device": "cpu", "run_dir": str(shared_run_dir)}
+    digests = []
+    for path in executed:
+        page = notebook_page(path, parameters)
+        text = page.read_text()
+        assert page.stat().st_size <= 10_000_000, f"{page.name}: {page.stat().st_size} bytes"
+        assert (page.stat().st_mode & 0o777) == 0o644 and (path.stat().st_mode & 0o044) == 0o044
+        assert not re.search(r"<script[^>]+src=", text), f"{page.name} loads a script from elsewhere"
+        for cdn in ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net", "require.min.js", "embed-amd.js"):
+            assert cdn not in text, f"{page.name} refers to {cdn}"
+        assert text.count("plotly.js v") <= 2  # the library once (its banner may name it twice)
+        assert "injected-parameters" not in text and "Run with" in text and "from workbench" not in text
+        assert "model not found" not in text and "\r" not in text
+        digests.append(notebook_digest(path))
+    metrics = {p.stem: json.loads(p.read_text()) for p in (shared_run_dir / "metrics").glob("*.json")}
+    timings = {d["name"]: 1.0 for d in digests}
+    index = index_page(folder, "ci", digests, timings, metrics, parameters).read_text()
+    assert not re.search(r"<script[^>]+src=", index) and index.count("plotly.js v") <= 2
+    for d in digests:
+        assert d["question"] and f"href='{d['name']}.html'" in index
+        assert d["reading"], f"{d['name']}: no computed reading found (cell tagged report-reading)"
+    assert "Headline" in index and "p-diff" in index
+    md = summary_markdown("ci", digests, timings, metrics)
+    assert all(d["title"] in md for d in digests)
+    assert (folder / "index.html").stat().st_size <= 10_000_000
 
 
 def test_every_notebook_is_thin_and_parameterised():
@@ -108,3 +162,158 @@ def test_every_notebook_is_thin_and_parameterised():
         assert all("#" in line for line in cells[0].source.splitlines() if line.strip()), "comment every parameter"
         for c in cells:
             assert not any(line.lstrip().startswith(("def ", "class ")) for line in c.source.splitlines()), nb.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Widgets driven in a real browser: JupyterLab on 127.0.0.1, the system Chromium, Playwright
+# ---------------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+IDLE = ("() => document.querySelectorAll('.jp-InputPrompt').length > 0 && !Array.from("
+        "document.querySelectorAll('.jp-InputPrompt')).some(e => e.textContent.includes('*'))")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(shared_run_dir, tmp_path_factory):
+    """JupyterLab on loopback over a folder of ci-preset notebooks (parameters injected, not executed) that use the
+    run folder the notebooks above filled; yields (url of a notebook, playwright page factory)."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (CI installs Debian's chromium package)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not (shared_run_dir / "metrics" / "04_memorization_analysis.json").exists():
+        pytest.skip("needs the run folder of test_notebook (run the module, not this test alone)")
+    import papermill as pm
+
+    root = tmp_path_factory.mktemp("lab")
+    params = {"preset": "ci", "seed": 0, "device": "cpu", "run_dir": str(shared_run_dir)}
+    for nb in notebook_paths():
+        pm.execute_notebook(str(nb), str(root / nb.name), parameters=params, prepare_only=True, progress_bar=False)
+    port, token = _free_port(), "workbench-test"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    import urllib.request
+
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("JupyterLab did not start on 127.0.0.1 within a minute")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield (lambda name: f"http://127.0.0.1:{port}/lab/tree/{name}?token={token}"), browser
+        finally:
+            browser.close()
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _run_all(browser, url: str):
+    """Open a notebook in JupyterLab, run all its cells, wait until the kernel has finished them."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.click("#jp-MainMenu >> text=Run")
+    page.get_by_text("Run All Cells", exact=True).click()
+    return page
+
+
+def _shots() -> Path:
+    folder = REPO / "reports" / "ci" / "widgets"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pdiff_run(shared_run_dir):
+    """The ci mlp_dense zoo and generator, loaded from the run folder (what the notebooks' widgets use)."""
+    from workbench.app.presets import load_preset
+    from workbench.systems.pdiff.experiment import pdiff_experiment
+
+    cfg = load_preset("ci")
+    return pdiff_experiment("mlp_dense", cfg.zoo("mlp_dense"), cfg.pdiff_config(), shared_run_dir, samplers=(),
+                            evaluate=False)
+
+
+@pytest.mark.notebook
+@pytest.mark.browser
+@pytest.mark.timeout(900)
+def test_sampling_widget_in_a_real_browser(lab, pdiff_run):
+    """Notebook 03 in JupyterLab: the sampling app shows its starting result, marks the figure stale when the seed
+    changes, and the button redraws the table with the values the same callback computes headlessly."""
+    from workbench.app.widgets import SamplingApp
+
+    url, browser = lab
+    page = _run_all(browser, url("03_sampling_and_evaluation.ipynb"))
+    t0 = time.perf_counter()
+    button = page.locator("button.jupyter-button", has_text="Sample and evaluate").first
+    button.wait_for(state="visible", timeout=120_000)
+    reached = time.perf_counter() - t0
+    page.wait_for_function(IDLE, timeout=600_000)
+    app = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    app.scroll_into_view_if_needed()
+    before = app.inner_text()
+    assert "seed 0: done" in before and "generated (ddim-50)" in before, before[:500]
+    app.screenshot(path=str(_shots() / "sampling_before.png"))
+    seed = app.locator(".widget-inline-hbox", has=page.locator("label", has_text="seed")).locator("input")
+    seed.fill("3")
+    seed.press("Enter")
+    page.wait_for_function("(el) => el.innerText.includes('stale')", arg=app.element_handle(), timeout=30_000)
+    button.click()
+    page.wait_for_function("(el) => el.innerText.includes('seed 3: done')", arg=app.element_handle(),
+                           timeout=120_000)
+    after = app.inner_text()
+    app.screenshot(path=str(_shots() / "sampling_after.png"))
+    headless = SamplingApp(pdiff_run.generator, pdiff_run.zoo, n=16)
+    headless.seed.value = 3
+    table = headless.compute()
+    row = next(line for line in after.splitlines() if line.startswith("generated (ddim-50)"))
+    assert f"{table.loc['generated (ddim-50)', 'mean']:.2f}" in row.split(), (row, table)
+    assert reached < 120  # the notebook reaches its widget well within two minutes on a warm run folder
+
+
+@pytest.mark.notebook
+@pytest.mark.browser
+@pytest.mark.timeout(900)
+def test_interpolation_widget_in_a_real_browser(lab, pdiff_run):
+    """Notebook 04 in JupyterLab: typing λ = 0.25 into the slider's readout moves the marked point on the curve and
+    shows the accuracy the interpolated model has headlessly."""
+    from workbench.app.widgets import InterpolationApp
+
+    url, browser = lab
+    page = _run_all(browser, url("04_memorization_analysis.ipynb"))
+    slider = page.locator(".widget-slider", has=page.locator("label", has_text="λ")).first
+    slider.wait_for(state="visible", timeout=300_000)
+    page.wait_for_function(IDLE, timeout=600_000)
+    app = slider.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    app.scroll_into_view_if_needed()
+    assert "λ = 0.50 (weights): test accuracy" in app.inner_text()
+    app.screenshot(path=str(_shots() / "interpolation_before.png"))
+    readout = app.locator(".widget-readout").first
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0.25")
+    page.keyboard.press("Enter")
+    page.wait_for_function("(el) => el.innerText.includes('λ = 0.25')", arg=app.element_handle(), timeout=60_000)
+    after = app.inner_text()
+    app.screenshot(path=str(_shots() / "interpolation_after.png"))
+    zoo = pdiff_run.zoo
+    headless = InterpolationApp(zoo, zoo.vectors()[0], zoo.vectors()[-1], generator=pdiff_run.generator)
+    headless.lam.value = 0.25  # its observer computes
+    assert f"λ = 0.25 (weights): test accuracy {headless.accuracy:.2f} %" in after, after[:400]
+    assert "First test examples" in after and "Test accuracy along the interpolation" in after

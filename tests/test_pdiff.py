@@ -115,3 +115,12 @@ def test_sampling_widget_callback_headless(fitted):
     assert app.figure is not None and len(app.out.outputs) >= 0
     app.button.click()  # the button runs the same callback
     assert app.table.loc["generated (ddpm)", "n"] == 3
+    # the widget: a result for its starting values at once, the steps slider off for DDPM, stale marking
+    fresh = SamplingApp(gen, zoo, n=4)
+    fresh.widget()
+    assert fresh.table is not None and len(fresh.out.outputs) == 2 and not fresh.steps.disabled
+    assert "done in" in fresh.status.value and not fresh.button.disabled
+    fresh.sampler.value = "ddpm"
+    assert fresh.steps.disabled and "stale" in fresh.status.value
+    fresh.run()
+    assert "stale" not in fresh.status.value and fresh.shown["sampler"] == "ddpm"

@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from workbench.app.presets import is_preset_path, load_preset
+from workbench.app.report_pages import (
+    index_page,
+    metrics_json,
+    notebook_digest,
+    notebook_page,
+    summary_markdown,
+)
 from workbench.core.io import atomic_write_json, atomic_write_text
 from workbench.core.paths import check_output_dir
 
@@ -48,7 +55,7 @@ def notebook_paths(notebooks_dir: str | Path | None = None, only: list[str] | No
 
 
 def execute_notebook(nb: Path, out: Path, parameters: dict[str, Any], kernel: str = "python3",
-                     timeout: int | None = None) -> None:
+                     timeout: int | None = None, progress: bool = False) -> None:
     """Run one notebook with papermill into ``out``; a failure raises :class:`ReportError` naming the cell."""
     # imported here: papermill takes ~4 s to import and only the report needs it
     import papermill as pm
@@ -62,7 +69,7 @@ def execute_notebook(nb: Path, out: Path, parameters: dict[str, Any], kernel: st
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
-                            progress_bar=False, execution_timeout=timeout)
+                            progress_bar=progress, execution_timeout=timeout)
     except PapermillExecutionError as e:
         failed = out.with_name(f"{out.stem}.failed{out.suffix}")
         os.replace(partial, failed)
@@ -71,27 +78,31 @@ def execute_notebook(nb: Path, out: Path, parameters: dict[str, Any], kernel: st
     os.replace(partial, out)
 
 
-def _html(executed: Path) -> Path:
-    # imported here: nbformat takes ~2 s to import and only the report needs it
-    import nbformat
+def _estimate(out: Path) -> dict[str, float]:
+    """Seconds per notebook of the last report in ``out`` (what the progress line's estimate is based on)."""
+    path = out / "metrics.json"
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).get("seconds", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
-    # imported here: nbconvert takes ~4 s to import and only the report needs it
-    from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
-    html = executed.with_suffix(".html")
-    atomic_write_text(html, body)
-    return html
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
 
 
 def run_report(preset: str, *, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
                seed: int = 0, device: str = "cpu", only: list[str] | None = None,
-               notebooks_dir: str | Path | None = None, html: bool = True) -> Path:
+               notebooks_dir: str | Path | None = None, html: bool = True, progress: bool = True) -> Path:
     """Execute the notebooks in order for ``preset``; returns the report directory.
 
     Everything is checked before any folder is made: the preset (a bundled name or a .json path), the notebooks
     (``only`` must match one), and ``out_dir``/``run_dir`` (not a file, not empty). The default folders are
-    ``reports/<preset>`` and ``runs/<preset>`` (for a preset given as a path: its ``name``)."""
+    ``reports/<preset>`` and ``runs/<preset>`` (for a preset given as a path: its ``name``). Writes, per notebook,
+    the executed ``.ipynb`` and its offline ``.html`` page, then ``index.html``, ``summary.md`` and
+    ``metrics.json``. ``progress``: a line per notebook (elapsed, estimate from the last report) and papermill's
+    bar over its cells."""
 
     p = load_preset(preset)  # a ValueError naming the problem, before anything is written
     if is_preset_path(preset):  # the folders take the preset's name; the notebooks (run in notebooks/) its full path
@@ -104,40 +115,32 @@ def run_report(preset: str, *, out_dir: str | Path | None = None, run_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    for nb in nbs:
+    previous = _estimate(out)
+    parameters = {"preset": nb_param, "seed": seed, "device": device, "run_dir": str(run)}
+    t_start = time.perf_counter()
+    for i, nb in enumerate(nbs, 1):
         t0 = time.perf_counter()
-        print(f"[report] {nb.name} (preset {preset}) ...", flush=True)
+        if progress:
+            left = [previous.get(n.stem) for n in nbs[i - 1:]]
+            eta = f", about {_clock(sum(left))} left (last report)" if all(v is not None for v in left) else ""
+            print(f"[report {_clock(t0 - t_start)}] {i}/{len(nbs)} {nb.name} (preset {preset}){eta} ...", flush=True)
         executed = out / nb.name
-        execute_notebook(nb, executed, {"preset": nb_param, "seed": seed, "device": device, "run_dir": str(run)})
+        execute_notebook(nb, executed, parameters, progress=progress)
         if html:
-            _html(executed)
+            notebook_page(executed, parameters)
         timings[nb.stem] = round(time.perf_counter() - t0, 1)
-        print(f"[report] {nb.name} done in {timings[nb.stem]} s", flush=True)
+        if progress:
+            print(f"[report {_clock(time.perf_counter() - t_start)}] {nb.name} done in {timings[nb.stem]} s",
+                  flush=True)
     metrics = {}
     for p in sorted((run / "metrics").glob("*.json")):
         if p.stem in timings:
             metrics[p.stem] = json.loads(p.read_text())
-    atomic_write_json(out / "metrics.json", {"preset": preset, "seconds": timings, "notebooks": metrics})
-    atomic_write_text(out / "summary.md", _summary(preset, timings, metrics))
+    digests = [notebook_digest(out / nb.name) for nb in nbs]
+    atomic_write_text(out / "metrics.json", metrics_json(preset, timings, metrics))
+    atomic_write_text(out / "summary.md", summary_markdown(preset, digests, timings, metrics))
+    if html:
+        index_page(out, preset, digests, timings, metrics, parameters)
     return out
 
 
-def _summary(preset: str, timings: dict[str, float], metrics: dict[str, Any]) -> str:
-    lines = [f"# workbench report — preset `{preset}`", "", "| notebook | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in timings.items()]
-    for nb, m in metrics.items():
-        lines += ["", f"## {nb}", ""]
-        for k, v in m.items():
-            if isinstance(v, dict):
-                lines.append(f"- **{k}**: " + ", ".join(f"{kk} = {_fmt(vv)}" for kk, vv in v.items()))
-            else:
-                lines.append(f"- **{k}**: {_fmt(v)}")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
-    return str(v)

@@ -69,7 +69,12 @@ class _App:
 
 
 class SamplingApp(_App):
-    """Number of models, sampler, steps, seed → sample, evaluate on the test split, redraw the histogram."""
+    """Number of models, sampler, steps, seed → sample, evaluate on the test split, redraw the histogram.
+
+    Shows the result for its starting values at once; while sampling the button is disabled and says so; the figure
+    is marked stale when the controls no longer match it; the steps slider is disabled for DDPM (all T steps)."""
+
+    label, busy = "Sample and evaluate", "Sampling …"
 
     def __init__(self, generator: Any, zoo: Any, *, evaluator: Any = None, n: int = 50, max_n: int = 200) -> None:
         self.generator, self.zoo = generator, zoo
@@ -77,58 +82,123 @@ class SamplingApp(_App):
         # evaluated where the generator runs (its device)
         self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test,
                                                       device=getattr(generator, "device", None))
-        self.n = w.IntSlider(value=n, min=1, max=max_n, description="models")
+        self.n = w.IntSlider(value=n, min=1, max=max_n, description="models", continuous_update=False)
         self.sampler = w.Dropdown(options=["ddim", "ddpm"], value="ddim", description="sampler")
-        self.steps = w.IntSlider(value=50, min=2, max=generator.schedule.num_steps, description="DDIM steps")
-        self.seed = w.IntText(value=0, description="seed")
-        self.button = w.Button(description="Sample and evaluate", button_style="primary")
+        self.steps = w.IntSlider(value=50, min=2, max=generator.schedule.num_steps, description="DDIM steps",
+                                 continuous_update=False)
+        self.seed = w.IntText(value=0, description="seed", layout=w.Layout(width="180px"))
+        self.button = w.Button(description=self.label, button_style="primary", icon="play",
+                               layout=w.Layout(width="auto"))
+        self.status = w.HTML(value="")
         self.out = w.Output()
         self.button.on_click(lambda _b: self.run())
+        self.sampler.observe(lambda _c: self._sync(), names="value")
+        for c in (self.n, self.sampler, self.steps, self.seed):
+            c.observe(lambda _c: self._stale(), names="value")
         self.table: pd.DataFrame | None = None
         self.figure = None
+        self.shown: dict[str, Any] | None = None  # the controls the figure was computed with
+        self.seconds: float | None = None
+        self.error: str | None = None
+
+    def _controls(self) -> dict[str, Any]:
+        return {"n": self.n.value, "sampler": self.sampler.value, "steps": self.steps.value, "seed": self.seed.value}
+
+    def _sync(self) -> None:
+        self.steps.disabled = self.sampler.value != "ddim"  # DDPM always runs all T steps
+
+    def _stale(self) -> None:
+        if self.shown is not None and self._controls() != self.shown:
+            self.status.value = ("<span style='color:#b36b00'>⟳ stale: the figure shows "
+                                 f"{html.escape(self._describe(self.shown))}; press the button</span>")
+
+    @staticmethod
+    def _describe(c: dict[str, Any]) -> str:
+        steps = f"-{c['steps']}" if c["sampler"] == "ddim" else ""
+        return f"{c['n']} models, {c['sampler']}{steps}, seed {c['seed']}"
 
     def compute(self) -> pd.DataFrame:
         """Sample with the current settings and evaluate; sets ``figure`` and ``table`` (draws nothing)."""
-        ddim = self.sampler.value == "ddim"  # DDPM always runs all T steps: the slider is DDIM's
-        vectors = self.generator.sample(self.n.value, sampler=self.sampler.value,
-                                        steps=self.steps.value if ddim else None, seed=self.seed.value)
+        t0 = time.perf_counter()
+        controls = self._controls()
+        ddim = controls["sampler"] == "ddim"  # DDPM always runs all T steps: the slider is DDIM's
+        vectors = self.generator.sample(controls["n"], sampler=controls["sampler"],
+                                        steps=controls["steps"] if ddim else None, seed=controls["seed"])
         res = self.evaluator(vectors, self.data.x_test, self.data.y_test)
-        label = f"generated ({self.sampler.value}{'-' + str(self.steps.value) if self.sampler.value == 'ddim' else ''})"
+        label = f"generated ({controls['sampler']}{'-' + str(controls['steps']) if ddim else ''})"
+        name = getattr(getattr(self.zoo, "config", None), "name", None) or self.zoo.conditions[0].name
         self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies(),
                                                          label: res.accuracy},
-                                                        title=f"{self.zoo.config.name}: seed {self.seed.value}")
+                                                        title=f"{name}: seed {controls['seed']}")
+        self.shown, self.seconds = controls, time.perf_counter() - t0
+        return self.table
+
+    def run(self) -> pd.DataFrame | None:
+        """The button's callback: disable the button while sampling, then redraw the output area."""
+        self.button.disabled, self.button.description = True, self.busy
+        self.status.value = f"<i>⏳ sampling {html.escape(self._describe(self._controls()))} …</i>"
+        self.error = None
+        try:
+            self.compute()
+        except Exception as e:  # shown in the app, not as a traceback
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        finally:
+            self.button.disabled, self.button.description = False, self.label
+        self._draw()
         return self.table
 
     def _draw(self) -> None:
-        display(self.figure)
-        display(self.table)
+        if self.error is not None:
+            self.status.value = ""
+            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
+            return
+        self.status.value = (f"<span style='color:green'>{html.escape(self._describe(self.shown))}: done in "
+                             f"{self.seconds:.1f} s</span>")
+        self.out.outputs = (_figure_output(self.figure), _table_output(self.table.round(2)))
 
     def widget(self) -> Any:
-        """The assembled app."""
-        return w.VBox([w.HBox([self.n, self.sampler]), w.HBox([self.steps, self.seed]), self.button, self.out])
+        """The assembled app (computed for the starting values on first use, so it never shows empty)."""
+        if self.shown is None and self.error is None:
+            self.run()
+        self._sync()
+        return w.VBox([w.HBox([self.n, self.sampler]), w.HBox([self.steps, self.seed]),
+                       w.HBox([self.button, self.status]), self.out])
 
 
 class InterpolationApp(_App):
-    """A λ slider between two models, in weight space or in the autoencoder's latent space: shows the interpolated
-    model's test accuracy and its predictions on the first test examples."""
+    """A λ slider between two models, in weight space or in the autoencoder's latent space: the interpolated
+    model's test accuracy on the accuracy-vs-λ curve (current λ marked), and its predictions on the first test
+    examples (shown as images when the inputs are images). Updates when the slider is released."""
 
     def __init__(self, zoo: Any, v1: Any, v2: Any, *, generator: Any = None, evaluator: Any = None,
-                 n_examples: int = 12) -> None:
-
-
+                 n_examples: int = 12, grid: int = 21) -> None:
         self.zoo, self.v1, self.v2, self.generator = zoo, v1, v2, generator
         self.data = zoo.data()
         self.evaluator = evaluator or MemberEvaluator(zoo.model(), zoo.spec, probe=self.data.x_test,
                                                       device=getattr(generator, "device", None))
         self.n_examples = n_examples
-        self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ")
+        self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ", continuous_update=False)
         modes = ["weights"] + (["latent"] if generator is not None else [])
         self.mode = w.ToggleButtons(options=modes, value="weights", description="space")
+        self.status = w.HTML(value="")
         self.out = w.Output()
         self.lam.observe(lambda _c: self.run(), names="value")
         self.mode.observe(lambda _c: self.run(), names="value")
         self.table: pd.DataFrame | None = None
         self.accuracy: float | None = None
+        self.lambdas = [round(float(x), 4) for x in torch.linspace(0, 1, grid)]
+        self._curves: dict[str, Any] = {}
+
+    def curve(self, mode: str | None = None) -> Any:
+        """Test accuracy at every λ of the grid in ``mode`` (computed once per space)."""
+        from workbench.evaluation.memorisation import interpolation_accuracy
+
+        mode = mode or self.mode.value
+        if mode not in self._curves:
+            gen = self.generator if mode == "latent" else None
+            acc = interpolation_accuracy(self.evaluator, self.data, self.v1, self.v2, self.lambdas, generator=gen)
+            self._curves.update({k: v for k, v in acc.items() if k == mode or k == "weights"})
+        return self._curves[mode]
 
     def compute(self) -> pd.DataFrame:
         """Interpolate at the current λ and evaluate; sets ``accuracy`` and ``table`` (draws nothing)."""
@@ -139,17 +209,57 @@ class InterpolationApp(_App):
         res = self.evaluator(v, self.data.x_test, self.data.y_test)
         self.accuracy = float(res.accuracy[0])
         k = self.n_examples
-        self.table = pd.DataFrame({"label": res.targets[:k].numpy(), "prediction": res.predictions[0, :k].numpy()})
+        self.table = pd.DataFrame({"label": res.targets[:k].cpu().numpy(),
+                                   "prediction": res.predictions[0, :k].cpu().numpy()})
         self.table["correct"] = self.table["label"] == self.table["prediction"]
         return self.table
 
+    def figure(self) -> Any:
+        """The accuracy-vs-λ curve of the current space with the current λ marked."""
+        import plotly.graph_objects as go
+
+        mode = self.mode.value
+        fig = go.Figure(go.Scatter(x=self.lambdas, y=self.curve(mode), mode="lines+markers", name=f"{mode} space"))
+        fig.add_trace(go.Scatter(x=[self.lam.value], y=[self.accuracy], mode="markers", name=f"λ = {self.lam.value:.2f}",
+                                 marker=dict(size=14, symbol="diamond", color="crimson")))
+        fig.update_layout(title=f"Test accuracy along the interpolation ({mode} space)", height=340,
+                          xaxis_title="λ", yaxis_title="test accuracy (%)")
+        return fig
+
+    def digits(self) -> Any | None:
+        """The first test inputs with label → prediction (None when the inputs are not images)."""
+        x = self.data.x_test[:self.n_examples].detach().float().cpu()
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            return None
+        x = (x - x.amin(dim=(1, 2, 3), keepdim=True)) / (x.amax(dim=(1, 2, 3), keepdim=True)
+                                                         - x.amin(dim=(1, 2, 3), keepdim=True)).clamp_min(1e-8)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        cols = [f"{'✓' if c else '✗'} {lab}→{pred}" for lab, pred, c in self.table.itertuples(index=False)]
+        return image_grid(x[None], ["test"], cols, title="First test examples: label → prediction", scale=2)
+
+    def run(self) -> pd.DataFrame:
+        """The slider's callback (on release): compute, then redraw the output area."""
+        self.status.value = "<i>⏳ evaluating …</i>"
+        self.compute()
+        self._draw()
+        return self.table
+
     def _draw(self) -> None:
-        print(f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy {self.accuracy:.2f} %")
-        display(self.table.T)
+        self.status.value = (f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy "
+                             f"<b>{self.accuracy:.2f} %</b>")
+        outs = [_figure_output(self.figure())]
+        digits = self.digits()
+        if digits is not None:
+            outs.append(_figure_output(digits))
+        outs.append(_table_output(self.table.T))
+        self.out.outputs = tuple(outs)
 
     def widget(self) -> Any:
-        """The assembled app."""
-        return w.VBox([w.HBox([self.lam, self.mode]), self.out])
+        """The assembled app (computed for the starting λ on first use, so it never shows empty)."""
+        if self.accuracy is None:
+            self.run()
+        return w.VBox([w.HBox([self.lam, self.mode]), self.status, self.out])
 
 
 class TaskPromptApp(_App):

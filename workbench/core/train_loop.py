@@ -17,7 +17,6 @@ from typing import Callable
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
 from workbench.core.data_parallel import (
@@ -30,6 +29,7 @@ from workbench.core.data_parallel import (
 from workbench.core.device import autocast_context, training_precision
 from workbench.core.faults import fault_point
 from workbench.core.io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
+from workbench.core.progress import tqdm
 
 __all__ = ["LoopConfig", "train_module", "step_generator", "RunDirMismatchError", "read_history", "EMA"]
 

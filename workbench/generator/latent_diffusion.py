@@ -44,6 +44,7 @@ from workbench.core.io import (
 )
 from workbench.core.normalise import Normaliser, PositionNormaliser, load_normaliser, make_normaliser
 from workbench.core.params import ParamSpec, check_finite
+from workbench.core.progress import progress_label
 from workbench.core.train_loop import LoopConfig, RunDirMismatchError, read_history, train_module
 from workbench.generator.alignment import ZooAlignment, align_zoo
 from workbench.nn.autoencoder import AEConfig, ParamAutoencoder
@@ -491,7 +492,8 @@ def fit_or_load(zoo: ParameterZoo, config: PDiffConfig, directory: str | Path, *
             raise RunDirMismatchError(f"{d} holds a generator fitted on other data than this zoo's members "
                                       f"({names}); use another directory, or delete it to re-fit")
         return gen
-    gen = PDiff(config, device=device).fit(zoo, run_dir=d / "checkpoints", progress=progress)
+    with progress_label(d.name):  # bars say which generator they train
+        gen = PDiff(config, device=device).fit(zoo, run_dir=d / "checkpoints", progress=progress)
     group = process_group(gen.device)
     if group.is_main:
         gen.save(d)

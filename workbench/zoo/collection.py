@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from workbench.core.config import offset_seed
 from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.faults import fault_point
 from workbench.core.params import ParamSpec
 from workbench.core.paths import seeded_name
+from workbench.core.progress import tqdm
 from workbench.data import batch_schedule, register_dataset, registered_dataset
 from workbench.evaluation.evaluate import MemberEvaluator, split_model
 from workbench.nn.architectures import build_model, register_architecture, registered_architecture

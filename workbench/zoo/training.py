@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
+from workbench.core.progress import tqdm
 from workbench.data import batch_schedule
 from workbench.nn.architectures import ArchConfig, build_model
 

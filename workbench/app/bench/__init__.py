@@ -12,6 +12,7 @@ from workbench.app.bench.analysis import bench_analysis
 from workbench.app.bench.cond import bench_cond
 from workbench.app.bench.d2nwg import bench_d2nwg
 from workbench.app.bench.pdiff import bench_pdiff
+from workbench.app.bench.report import bench_report
 from workbench.app.bench.robustness import bench_robustness
 from workbench.app.bench.rpg import bench_rpg
 from workbench.app.bench.scale import bench_scale
@@ -26,7 +27,7 @@ __all__ = ["BENCHMARKS", "run_benchmark", "matmul_peak_gflops"]
 BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "zoo": bench_zoo, "pdiff": bench_pdiff, "analysis": bench_analysis, "seeds": bench_seeds, "cond": bench_cond,
     "style": bench_style, "robustness": bench_robustness, "d2nwg": bench_d2nwg, "rpg": bench_rpg,
-    "scale": bench_scale,
+    "scale": bench_scale, "report": bench_report,
 }
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from workbench.app.robustness import cases_cli, cases_generator, cases_sampling, cases_zoo
 from workbench.app.robustness.matrix import (
     OUTCOMES,
@@ -31,6 +29,7 @@ from workbench.app.robustness.matrix import (
     snapshot,
     summarise,
 )
+from workbench.core.progress import tqdm
 
 __all__ = ["OUTCOMES", "Case", "CaseResult", "all_cases", "classify", "cli_case", "run_case", "run_matrix", "snapshot",
            "summarise"]

@@ -28,6 +28,7 @@ from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.diffusion import check_guidance_scale, check_num_samples
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, staged_directory
+from workbench.core.progress import progress_label
 from workbench.core.timing import Stopwatch
 from workbench.evaluation.memorisation import interpolate_latent
 from workbench.generator.latent_diffusion import PDiff, PDiffConfig, check_bundle, seal_bundle
@@ -476,7 +477,8 @@ def fit_or_load_cond(zoo: Any, config: CondPDiffConfig, directory: str | Path, *
     if (d / "cond_pdiff.json").exists() and read_json(d / "cond_pdiff.json")["config"] == config.to_dict() \
             and (d / "denoiser_weights.safetensors").exists():
         return CondPDiff.load(d, cache_dir=cache_dir, device=device)
-    gen = CondPDiff(config, cache_dir=cache_dir, device=device).fit(zoo, run_dir=d / "checkpoints",
-                                                                     progress=progress)
+    with progress_label(d.name):  # bars say which generator they train
+        gen = CondPDiff(config, cache_dir=cache_dir, device=device).fit(zoo, run_dir=d / "checkpoints",
+                                                                         progress=progress)
     gen.save(d)
     return gen

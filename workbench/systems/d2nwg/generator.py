@@ -56,6 +56,7 @@ from workbench.core.io import (
     staged_directory,
 )
 from workbench.core.params import check_finite
+from workbench.core.progress import progress_label
 from workbench.core.train_loop import LoopConfig, read_history, train_module
 from workbench.data import TaskData
 from workbench.generator.latent_diffusion import (
@@ -529,7 +530,8 @@ def fit_or_load_d2nwg(zoo: Any, config: D2NWGConfig, directory: str | Path, *, p
         meta = read_json(d / MARKER)
         if meta.get("config") == config.to_dict() and meta.get("seen") == seen:
             return D2NWG.load(d, device=device)
-    gen = D2NWG(config, device=device).fit(zoo, run_dir=d / "checkpoints", progress=progress, reuse_vae=reuse_vae)
+    with progress_label(d.name):  # bars say which generator they train
+        gen = D2NWG(config, device=device).fit(zoo, run_dir=d / "checkpoints", progress=progress, reuse_vae=reuse_vae)
     gen.save(d)
     atomic_write_json(d / "fit_seconds.json", gen.seconds)
     return gen

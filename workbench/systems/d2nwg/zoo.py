@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
 from workbench.core.device import DeviceLike, resolve_device
@@ -38,6 +37,7 @@ from workbench.core.io import (
     verify_checksum,
 )
 from workbench.core.params import ParamSpec
+from workbench.core.progress import tqdm
 from workbench.data import DatasetInfo, TaskData, seeded_split
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.systems.d2nwg.domains import DOMAINS, apply_domain

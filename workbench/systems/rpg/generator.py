@@ -46,6 +46,7 @@ from workbench.core.io import (
     staged_directory,
 )
 from workbench.core.params import ParamSpec
+from workbench.core.progress import progress_label
 from workbench.core.tokens import (
     LayerTokenStats,
     PositionTokenStats,
@@ -479,8 +480,9 @@ def fit_or_load_rpg(vectors: torch.Tensor | VectorSource, spec: ParamSpec, confi
                                        torch.as_tensor(conditions) if conditions is not None else None)}
     if (d / MARKER).exists() and (d / "fit_key.json").exists() and read_json(d / "fit_key.json") == key:
         return RPG.load(d, device=device)
-    gen = RPG(config, device=device).fit(src, spec, sources=sources, conditions=conditions, source_names=source_names,
-                          directory=d / "checkpoints", progress=progress)
+    with progress_label(d.name):  # bars say which generator they train
+        gen = RPG(config, device=device).fit(src, spec, sources=sources, conditions=conditions, source_names=source_names,
+                              directory=d / "checkpoints", progress=progress)
     gen.save(d)
     atomic_write_json(d / "fit_key.json", key)
     return gen

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from workbench.core.config import JSONConfig
 from workbench.core.device import DeviceLike, resolve_device
@@ -40,6 +39,7 @@ from workbench.core.io import (
     verify_checksum,
 )
 from workbench.core.params import ParamSpec
+from workbench.core.progress import tqdm
 from workbench.data import DatasetInfo, TaskData
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.nn.architectures import ArchConfig, build_model

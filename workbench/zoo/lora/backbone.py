@@ -8,9 +8,9 @@ from typing import Protocol
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from workbench.core.device import DeviceLike, resolve_device
+from workbench.core.progress import tqdm
 from workbench.data import imagenet_input
 from workbench.evaluation.evaluate import split_model
 from workbench.nn.architectures import ArchConfig, build_model

@@ -35,7 +35,6 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.faults import fault_point
@@ -49,6 +48,7 @@ from workbench.core.io import (
     verify_checksum,
 )
 from workbench.core.params import ParamSpec, check_finite
+from workbench.core.progress import tqdm
 from workbench.zoo.executors import Executor, executor_scope, make_executor
 
 __all__ = ["LossFn", "finetune", "collect_conditions", "ConditionUnit", "train_condition", "start_zoo", "read_timings", "reset_lora", "head_name",

@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from workbench.core.params import ParamSpec
+from workbench.core.progress import tqdm
 from workbench.data import TaskData
 from workbench.evaluation.baselines import soup
 from workbench.evaluation.memorisation import interpolate_weights

