@@ -253,3 +253,10 @@ def test_task_prompt_widget_headless(lora_zoo, cond_gen):
     assert app.description.value == DIGIT_TASKS["zero_or_six"].description
     app.description.value = "Is it a 0 or a 6? Say yes for a six."
     assert app.compute().loc["original (zero_or_six)", "models"] == len(lora_zoo.accuracies("zero_or_six"))
+    # the figure remembers its controls: a changed text marks it stale until the button runs again
+    assert "stale" in app.status.value and "even" in app.status.value
+    app.run()
+    assert "done in" in app.status.value and len(app.out.outputs) == 3 and not app.button.disabled
+    fresh = TaskPromptApp(gen, lora_zoo, task="even", n=2)
+    fresh.widget()  # shows the starting task's result at once
+    assert fresh.table is not None and "done in" in fresh.status.value

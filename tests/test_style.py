@@ -249,3 +249,5 @@ def test_style_interpolation_app_redraws_headlessly(zoo, gen):
     app.second.value = "gram:stripes"
     assert "distance to gram:stripes" in app.table.columns
     assert app.figure().data[0].type == "image"
+    assert len(app.out.outputs) == 2 and "gram:stripes" in app.status.value
+    assert not app.lam.continuous_update and not app.content.continuous_update  # update on release

@@ -11,7 +11,7 @@ import ipywidgets as w
 import pandas as pd
 import plotly.io as pio
 import torch
-from IPython.display import clear_output, display
+from IPython.display import display
 
 from workbench.app.plots import (
     accuracy_distribution,
@@ -52,23 +52,82 @@ class _App:
     def widget(self) -> Any:
         raise NotImplementedError
 
-    def run(self) -> pd.DataFrame:
-        """The widget's callback: compute, then redraw inside the widget's output area.
-
-        Headless runs (papermill, tests in a kernel) should call :meth:`compute`: output captured into an
-        ``ipywidgets.Output`` without a frontend has stalled nbclient here."""
-
-        self.compute()
-        with self.out:
-            clear_output(wait=True)
-            self._draw()
-        return self.table
+    def run(self) -> pd.DataFrame | None:
+        """The widget's callback: compute, then redraw the app's output area by setting ``Output.outputs`` directly
+        (capturing with ``with out:`` has stalled nbclient in headless runs)."""
+        raise NotImplementedError
 
     def _ipython_display_(self) -> None:
         display(self.widget())
 
 
-class SamplingApp(_App):
+class _ControlledApp(_App):
+    """A button app whose figure remembers the controls it was computed with: the result for the starting values
+    is shown at once, the button is disabled (and says so) while computing, a changed control marks the figure
+    stale, and an error is shown in the app instead of a traceback. Subclasses give ``_controls``, ``_describe``,
+    ``compute`` and ``_outputs``."""
+
+    label: str
+    busy: str
+    button: Any
+    status: Any
+    out: Any
+    shown: dict[str, Any] | None = None  # the controls the figure was computed with
+    seconds: float | None = None
+    error: str | None = None
+
+    def _controls(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _describe(self, c: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def _outputs(self) -> tuple:
+        raise NotImplementedError
+
+    def _watch(self, controls: Sequence[Any]) -> None:
+        for c in controls:
+            c.observe(lambda _c: self._stale(), names="value")
+
+    def _stale(self) -> None:
+        if self.shown is not None and self._controls() != self.shown:
+            self.status.value = ("<span style='color:#b36b00'>⟳ stale: the figure shows "
+                                 f"{html.escape(self._describe(self.shown))}; press the button</span>")
+
+    def run(self) -> pd.DataFrame | None:
+        """The button's callback: disable the button while computing, then redraw the output area."""
+        self.button.disabled, self.button.description = True, self.busy
+        self.status.value = f"<i>⏳ {html.escape(self._describe(self._controls()))} …</i>"
+        self.error = None
+        t0 = time.perf_counter()
+        try:
+            controls = self._controls()
+            self.compute()
+            self.shown, self.seconds = controls, time.perf_counter() - t0
+        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        finally:
+            self.button.disabled, self.button.description = False, self.label
+        self._draw()
+        return self.table
+
+    def _draw(self) -> None:
+        if self.error is not None:
+            self.status.value = ""
+            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
+            return
+        if self.shown is None:  # computed headlessly (compute() without run()): nothing recorded to show
+            return
+        self.status.value = (f"<span style='color:green'>{html.escape(self._describe(self.shown))}: done in "
+                             f"{self.seconds:.1f} s</span>")
+        self.out.outputs = self._outputs()
+
+    def _first_result(self) -> None:
+        if self.shown is None and self.error is None:
+            self.run()
+
+
+class SamplingApp(_ControlledApp):
     """Number of models, sampler, steps, seed → sample, evaluate on the test split, redraw the histogram.
 
     Shows the result for its starting values at once; while sampling the button is disabled and says so; the figure
@@ -93,73 +152,39 @@ class SamplingApp(_App):
         self.out = w.Output()
         self.button.on_click(lambda _b: self.run())
         self.sampler.observe(lambda _c: self._sync(), names="value")
-        for c in (self.n, self.sampler, self.steps, self.seed):
-            c.observe(lambda _c: self._stale(), names="value")
+        self._watch((self.n, self.sampler, self.steps, self.seed))
         self.table: pd.DataFrame | None = None
         self.figure = None
-        self.shown: dict[str, Any] | None = None  # the controls the figure was computed with
-        self.seconds: float | None = None
-        self.error: str | None = None
 
     def _controls(self) -> dict[str, Any]:
         return {"n": self.n.value, "sampler": self.sampler.value, "steps": self.steps.value, "seed": self.seed.value}
 
-    def _sync(self) -> None:
-        self.steps.disabled = self.sampler.value != "ddim"  # DDPM always runs all T steps
-
-    def _stale(self) -> None:
-        if self.shown is not None and self._controls() != self.shown:
-            self.status.value = ("<span style='color:#b36b00'>⟳ stale: the figure shows "
-                                 f"{html.escape(self._describe(self.shown))}; press the button</span>")
-
-    @staticmethod
-    def _describe(c: dict[str, Any]) -> str:
+    def _describe(self, c: dict[str, Any]) -> str:
         steps = f"-{c['steps']}" if c["sampler"] == "ddim" else ""
         return f"{c['n']} models, {c['sampler']}{steps}, seed {c['seed']}"
 
+    def _sync(self) -> None:
+        self.steps.disabled = self.sampler.value != "ddim"  # DDPM always runs all T steps
+
     def compute(self) -> pd.DataFrame:
         """Sample with the current settings and evaluate; sets ``figure`` and ``table`` (draws nothing)."""
-        t0 = time.perf_counter()
-        controls = self._controls()
-        ddim = controls["sampler"] == "ddim"  # DDPM always runs all T steps: the slider is DDIM's
-        vectors = self.generator.sample(controls["n"], sampler=controls["sampler"],
-                                        steps=controls["steps"] if ddim else None, seed=controls["seed"])
+        c = self._controls()
+        ddim = c["sampler"] == "ddim"  # DDPM always runs all T steps: the slider is DDIM's
+        vectors = self.generator.sample(c["n"], sampler=c["sampler"], steps=c["steps"] if ddim else None,
+                                        seed=c["seed"])
         res = self.evaluator(vectors, self.data.x_test, self.data.y_test)
-        label = f"generated ({controls['sampler']}{'-' + str(controls['steps']) if ddim else ''})"
+        label = f"generated ({c['sampler']}{'-' + str(c['steps']) if ddim else ''})"
         name = getattr(getattr(self.zoo, "config", None), "name", None) or self.zoo.conditions[0].name
-        self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies(),
-                                                         label: res.accuracy},
-                                                        title=f"{name}: seed {controls['seed']}")
-        self.shown, self.seconds = controls, time.perf_counter() - t0
+        self.figure, self.table = accuracy_distribution({"original": self.zoo.accuracies(), label: res.accuracy},
+                                                        title=f"{name}: seed {c['seed']}")
         return self.table
 
-    def run(self) -> pd.DataFrame | None:
-        """The button's callback: disable the button while sampling, then redraw the output area."""
-        self.button.disabled, self.button.description = True, self.busy
-        self.status.value = f"<i>⏳ sampling {html.escape(self._describe(self._controls()))} …</i>"
-        self.error = None
-        try:
-            self.compute()
-        except Exception as e:  # shown in the app, not as a traceback
-            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        finally:
-            self.button.disabled, self.button.description = False, self.label
-        self._draw()
-        return self.table
-
-    def _draw(self) -> None:
-        if self.error is not None:
-            self.status.value = ""
-            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
-            return
-        self.status.value = (f"<span style='color:green'>{html.escape(self._describe(self.shown))}: done in "
-                             f"{self.seconds:.1f} s</span>")
-        self.out.outputs = (_figure_output(self.figure), _table_output(self.table.round(2)))
+    def _outputs(self) -> tuple:
+        return (_figure_output(self.figure), _table_output(self.table.round(2)))
 
     def widget(self) -> Any:
         """The assembled app (computed for the starting values on first use, so it never shows empty)."""
-        if self.shown is None and self.error is None:
-            self.run()
+        self._first_result()
         self._sync()
         return w.VBox([w.HBox([self.n, self.sampler]), w.HBox([self.steps, self.seed]),
                        w.HBox([self.button, self.status]), self.out])
@@ -262,13 +287,14 @@ class InterpolationApp(_App):
         return w.VBox([w.HBox([self.lam, self.mode]), self.status, self.out])
 
 
-class TaskPromptApp(_App):
+class TaskPromptApp(_ControlledApp):
     """Type a task description and two examples → generate LoRA weights → accuracy on a chosen task's test split
     and a few predictions (Cond P-Diff). Choosing a task pre-fills its text; edit it freely."""
 
+    label, busy = "Generate and evaluate", "Generating …"
+
     def __init__(self, generator: Any, zoo: Any, *, task: str | None = None, n: int = 8, n_examples: int = 10,
                  evaluator: Any = None) -> None:
-
         self.generator, self.zoo = generator, zoo
         self.evaluator = evaluator or zoo_evaluator(zoo)
         self.n_examples = n_examples
@@ -279,15 +305,26 @@ class TaskPromptApp(_App):
         self.description = w.Text(value=start.description, description="task", layout=w.Layout(width="70%"))
         self.example1 = w.Text(value=_example(start, 0), description="example 1", layout=w.Layout(width="70%"))
         self.example2 = w.Text(value=_example(start, 1), description="example 2", layout=w.Layout(width="70%"))
-        self.n = w.IntSlider(value=n, min=1, max=64, description="models")
-        self.seed = w.IntText(value=0, description="seed")
-        self.button = w.Button(description="Generate and evaluate", button_style="primary")
+        self.n = w.IntSlider(value=n, min=1, max=64, description="models", continuous_update=False)
+        self.seed = w.IntText(value=0, description="seed", layout=w.Layout(width="180px"))
+        self.button = w.Button(description=self.label, button_style="primary", icon="play",
+                               layout=w.Layout(width="auto"))
+        self.status = w.HTML(value="")
         self.out = w.Output()
         self.task.observe(lambda _c: self._prefill(), names="value")
         self.button.on_click(lambda _b: self.run())
+        self._watch((self.task, self.description, self.example1, self.example2, self.n, self.seed))
         self.table: pd.DataFrame | None = None
         self.predictions: pd.DataFrame | None = None
         self.nearest_seen: str | None = None
+
+    def _controls(self) -> dict[str, Any]:
+        return {"task": self.task.value, "text": self.description.value, "examples": (self.example1.value,
+                self.example2.value), "n": self.n.value, "seed": self.seed.value}
+
+    def _describe(self, c: dict[str, Any]) -> str:
+        text = c["text"] if len(c["text"]) <= 40 else c["text"][:37] + "…"
+        return f"{c['n']} models for “{text}” on {c['task']}, seed {c['seed']}"
 
     def _prefill(self) -> None:
         t = self.conditions[self.task.value]
@@ -309,19 +346,19 @@ class TaskPromptApp(_App):
             {"set": f"original ({self.task.value})", "models": len(orig), "mean": orig.mean(), "best": orig.max(),
              "min": orig.min()}]).set_index("set")
         k = self.n_examples
-        self.predictions = pd.DataFrame({"label": res.targets[:k].numpy(),
-                                         "prediction (best generated)": res.predictions[best, :k].numpy()})
+        self.predictions = pd.DataFrame({"label": res.targets[:k].cpu().numpy(),
+                                         "prediction (best generated)": res.predictions[best, :k].cpu().numpy()})
         return self.table
 
-    def _draw(self) -> None:
-        print(f"statistics of the nearest seen task: {self.nearest_seen}")
-        display(self.table.round(2))
-        display(self.predictions.T)
+    def _outputs(self) -> tuple:
+        return (_text_output(f"statistics of the nearest seen task: {self.nearest_seen}"),
+                _table_output(self.table.round(2)), _table_output(self.predictions.T))
 
     def widget(self) -> Any:
-        """The assembled app."""
+        """The assembled app (computed for the starting task on first use, so it never shows empty)."""
+        self._first_result()
         return w.VBox([self.task, self.description, self.example1, self.example2, w.HBox([self.n, self.seed]),
-                       self.button, self.out])
+                       w.HBox([self.button, self.status]), self.out])
 
 
 def _example(condition: Condition, i: int) -> str:
@@ -341,9 +378,12 @@ class StyleInterpolationApp(_App):
         styles = zoo.styles
         self.first = w.Dropdown(options=styles, value=first or styles[0], description="from")
         self.second = w.Dropdown(options=styles, value=second or styles[-1], description="to")
-        self.content = w.IntSlider(value=0, min=0, max=len(zoo.eval_content) - 1, description="content")
-        self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ")
+        # each move renders images: update when a slider is released, not on every drag step
+        self.content = w.IntSlider(value=0, min=0, max=len(zoo.eval_content) - 1, description="content",
+                                   continuous_update=False)
+        self.lam = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ", continuous_update=False)
         self.mode = w.ToggleButtons(options=["weights", "latent"], value="weights", description="space")
+        self.status = w.HTML(value="")
         self.out = w.Output()
         for c in (self.first, self.second, self.content, self.lam, self.mode):
             c.observe(lambda _c: self.run(), names="value")
@@ -376,13 +416,25 @@ class StyleInterpolationApp(_App):
         return image_grid(row, [self.mode.value], ["content", self.first.value, f"λ = {self.lam.value:.2f}",
                                                    self.second.value])
 
+    def run(self) -> pd.DataFrame:
+        """A control's callback: stylise at the current settings, then redraw the output area."""
+        self.status.value = "<i>⏳ stylising …</i>"
+        t0 = time.perf_counter()
+        self.compute()
+        self.status.value = (f"{html.escape(self.first.value)} → {html.escape(self.second.value)} at λ = "
+                             f"{self.lam.value:.2f} ({self.mode.value}): {time.perf_counter() - t0:.1f} s")
+        self._draw()
+        return self.table
+
     def _draw(self) -> None:
-        self.figure().show()
-        display(self.table.round(3))
+        self.out.outputs = (_figure_output(self.figure()), _table_output(self.table.round(3)))
 
     def widget(self) -> Any:
-        """The assembled app."""
-        return w.VBox([w.HBox([self.first, self.second]), w.HBox([self.content, self.mode]), self.lam, self.out])
+        """The assembled app (computed for the starting pair on first use, so it never shows empty)."""
+        if self.table is None:
+            self.run()
+        return w.VBox([w.HBox([self.first, self.second]), w.HBox([self.content, self.mode]), self.lam, self.status,
+                       self.out])
 
 
 # -- D2NWG: compose a dataset, generate its classifier heads (notebook 07) -----------------------------------------
