@@ -413,8 +413,8 @@ def register_dataset(name: str, x: object, y: object | None = None, *, class_nam
         raise ValueError(f"a dataset name must be a non-empty string without surrounding spaces, got {name!r}")
     if name in _OFFLINE or name in _TORCHVISION:
         raise ValueError(f"{name!r} is a built-in dataset; register yours under another name")
-    data = task_data_from_tensors(x, y, name=name, class_names=class_names, standardise=standardise)  # validates
     xs, ys = _as_arrays(x, y)
+    data = task_data_from_tensors(xs, ys, name=name, class_names=class_names, standardise=standardise)  # validates
     entry = RegisteredDataset(xs, ys, class_names if class_names is None else tuple(class_names), standardise,
                               data.info.extra["fingerprint"])
     old = _REGISTERED.get(name)

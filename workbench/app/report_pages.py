@@ -128,13 +128,12 @@ def _md_to_html(text: str) -> str:
         s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
         return re.sub(r"(?<!\*)\*(?!\s)([^*]+?)\*", r"<em>\1</em>", s)
 
-    blocks, items = [], []
+    blocks = []
     for para in re.split(r"\n\s*\n", text.strip()):
         lines = para.splitlines()
-        if all(re.match(r"\s*[-*] ", ln) or (items and ln.startswith("  ")) for ln in lines if ln.strip()):
-            items = [re.sub(r"^\s*[-*] ", "", ln) for ln in lines if re.match(r"\s*[-*] ", ln)]
+        if all(re.match(r"\s*[-*] ", ln) for ln in lines if ln.strip()):
+            items = [re.sub(r"^\s*[-*] ", "", ln) for ln in lines if ln.strip()]
             blocks.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
-            items = []
         elif para.lstrip().startswith("|"):
             blocks.append(f"<pre>{html.escape(para)}</pre>")
         else:

@@ -61,17 +61,62 @@ class _App:
         display(self.widget())
 
 
-class _ControlledApp(_App):
+class _ButtonApp(_App):
+    """An app driven by one button, a status line and an output area written directly (``Output.outputs``): the
+    button is disabled while it computes, a bad input shows its message in the app instead of a traceback."""
+
+    button: Any
+    status: Any
+    label: str
+    busy: str = "Working …"
+    result: dict[str, Any] | None
+    error: str | None
+
+    def _attempt(self) -> bool:
+        """``compute()`` with the button disabled and saying so; a failure becomes ``error``. True on success."""
+        self.button.disabled, self.button.description = True, self.busy
+        self.error = None
+        try:
+            self.compute()
+            return True
+        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            return False
+        finally:
+            self.button.disabled, self.button.description = False, self.label
+
+    def _draw_error(self) -> bool:
+        """Show ``error`` in the output area (True), or do nothing when there is none (False)."""
+        if self.error is None:
+            return False
+        self.status.value = ""
+        self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
+        return True
+
+    def run(self) -> pd.DataFrame | None:
+        """The button's callback: disable the button, compute (the status line follows the stages), then redraw
+        the output area."""
+        if not self._attempt():
+            self.result, self.table = None, None
+        self._draw()
+        return self.table
+
+    def _outputs(self) -> tuple:
+        raise NotImplementedError
+
+    def _draw(self) -> None:
+        if self._draw_error():
+            return
+        self.status.value = f"<span style='color:green'>done in {self.result['seconds']:.1f} s</span>"
+        self.out.outputs = self._outputs()
+
+
+class _ControlledApp(_ButtonApp):
     """A button app whose figure remembers the controls it was computed with: the result for the starting values
     is shown at once, the button is disabled (and says so) while computing, a changed control marks the figure
     stale, and an error is shown in the app instead of a traceback. Subclasses give ``_controls``, ``_describe``,
     ``compute`` and ``_outputs``."""
 
-    label: str
-    busy: str
-    button: Any
-    status: Any
-    out: Any
     shown: dict[str, Any] | None = None  # the controls the figure was computed with
     seconds: float | None = None
     error: str | None = None
@@ -80,9 +125,6 @@ class _ControlledApp(_App):
         raise NotImplementedError
 
     def _describe(self, c: dict[str, Any]) -> str:
-        raise NotImplementedError
-
-    def _outputs(self) -> tuple:
         raise NotImplementedError
 
     def _watch(self, controls: Sequence[Any]) -> None:
@@ -96,27 +138,15 @@ class _ControlledApp(_App):
 
     def run(self) -> pd.DataFrame | None:
         """The button's callback: disable the button while computing, then redraw the output area."""
-        self.button.disabled, self.button.description = True, self.busy
-        self.status.value = f"<i>⏳ {html.escape(self._describe(self._controls()))} …</i>"
-        self.error = None
-        t0 = time.perf_counter()
-        try:
-            controls = self._controls()
-            self.compute()
+        controls, t0 = self._controls(), time.perf_counter()
+        self.status.value = f"<i>⏳ {html.escape(self._describe(controls))} …</i>"
+        if self._attempt():
             self.shown, self.seconds = controls, time.perf_counter() - t0
-        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
-            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        finally:
-            self.button.disabled, self.button.description = False, self.label
         self._draw()
         return self.table
 
     def _draw(self) -> None:
-        if self.error is not None:
-            self.status.value = ""
-            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
-            return
-        if self.shown is None:  # computed headlessly (compute() without run()): nothing recorded to show
+        if self._draw_error() or self.shown is None:  # shown is None: computed headlessly, nothing recorded
             return
         self.status.value = (f"<span style='color:green'>{html.escape(self._describe(self.shown))}: done in "
                              f"{self.seconds:.1f} s</span>")
@@ -635,44 +665,6 @@ def _text_output(text: str, colour: str | None = None) -> dict:
     return {"output_type": "display_data", "data": {"text/plain": text,
                                                     "text/html": f"<p{style}>{html.escape(text)}</p>"},
             "metadata": {}}
-
-
-class _ButtonApp(_App):
-    """An app driven by one button, a status line and an output area written directly (``Output.outputs``): the
-    button is disabled while it computes, a bad input shows its message in the app instead of a traceback."""
-
-    button: Any
-    status: Any
-    label: str
-    busy: str = "Working …"
-    result: dict[str, Any] | None
-    error: str | None
-
-    def run(self) -> pd.DataFrame | None:
-        """The button's callback: disable the button, compute (the status line follows the stages), then redraw
-        the output area."""
-        self.button.disabled, self.button.description = True, self.busy
-        self.error = None
-        try:
-            self.compute()
-        except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
-            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-            self.result, self.table = None, None
-        finally:
-            self.button.disabled, self.button.description = False, self.label
-        self._draw()
-        return self.table
-
-    def _outputs(self) -> tuple:
-        raise NotImplementedError
-
-    def _draw(self) -> None:
-        if self.error is not None:
-            self.status.value = ""
-            self.out.outputs = (_text_output(f"⚠ {self.error}", colour="#b00020"),)
-            return
-        self.status.value = f"<span style='color:green'>done in {self.result['seconds']:.1f} s</span>"
-        self.out.outputs = self._outputs()
 
 
 class DatasetComposerApp(_ButtonApp):
