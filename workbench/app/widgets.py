@@ -73,7 +73,8 @@ class _ButtonApp(_App):
     error: str | None
 
     def _attempt(self) -> bool:
-        """``compute()`` with the button disabled and saying so; a failure becomes ``error``. True on success."""
+        """``compute()`` with the button disabled and saying so; a failure becomes ``error``. True on success.
+        The caller re-enables the button (``_ready``) once the output area shows the result."""
         self.button.disabled, self.button.description = True, self.busy
         self.error = None
         try:
@@ -82,8 +83,9 @@ class _ButtonApp(_App):
         except Exception as e:  # shown in the app: a ValueError is a bad input, anything else a failure
             self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             return False
-        finally:
-            self.button.disabled, self.button.description = False, self.label
+
+    def _ready(self) -> None:
+        self.button.disabled, self.button.description = False, self.label
 
     def _draw_error(self) -> bool:
         """Show ``error`` in the output area (True), or do nothing when there is none (False)."""
@@ -96,9 +98,12 @@ class _ButtonApp(_App):
     def run(self) -> pd.DataFrame | None:
         """The button's callback: disable the button, compute (the status line follows the stages), then redraw
         the output area."""
-        if not self._attempt():
-            self.result, self.table = None, None
-        self._draw()
+        try:
+            if not self._attempt():
+                self.result, self.table = None, None
+            self._draw()
+        finally:  # enabled again only once the figure matches: a reader (or a test) never sees the old one as new
+            self._ready()
         return self.table
 
     def _outputs(self) -> tuple:
@@ -107,8 +112,8 @@ class _ButtonApp(_App):
     def _draw(self) -> None:
         if self._draw_error():
             return
+        self.out.outputs = self._outputs()  # the figure first: "done" never stands beside the previous one
         self.status.value = f"<span style='color:green'>done in {self.result['seconds']:.1f} s</span>"
-        self.out.outputs = self._outputs()
 
 
 class _ControlledApp(_ButtonApp):
@@ -140,17 +145,20 @@ class _ControlledApp(_ButtonApp):
         """The button's callback: disable the button while computing, then redraw the output area."""
         controls, t0 = self._controls(), time.perf_counter()
         self.status.value = f"<i>⏳ {html.escape(self._describe(controls))} …</i>"
-        if self._attempt():
-            self.shown, self.seconds = controls, time.perf_counter() - t0
-        self._draw()
+        try:
+            if self._attempt():
+                self.shown, self.seconds = controls, time.perf_counter() - t0
+            self._draw()
+        finally:
+            self._ready()
         return self.table
 
     def _draw(self) -> None:
         if self._draw_error() or self.shown is None:  # shown is None: computed headlessly, nothing recorded
             return
+        self.out.outputs = self._outputs()
         self.status.value = (f"<span style='color:green'>{html.escape(self._describe(self.shown))}: done in "
                              f"{self.seconds:.1f} s</span>")
-        self.out.outputs = self._outputs()
 
     def _first_result(self) -> None:
         if self.shown is None and self.error is None:
@@ -301,14 +309,14 @@ class InterpolationApp(_App):
         return self.table
 
     def _draw(self) -> None:
-        self.status.value = (f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy "
-                             f"<b>{self.accuracy:.2f} %</b>")
         outs = [_figure_output(self.figure())]
         digits = self.digits()
         if digits is not None:
             outs.append(_figure_output(digits))
         outs.append(_table_output(self.table.T))
         self.out.outputs = tuple(outs)
+        self.status.value = (f"λ = {self.lam.value:.2f} ({self.mode.value}): test accuracy "
+                             f"<b>{self.accuracy:.2f} %</b>")  # after the figure: it describes what is shown
 
     def widget(self) -> Any:
         """The assembled app (computed for the starting λ on first use, so it never shows empty)."""
@@ -451,9 +459,9 @@ class StyleInterpolationApp(_App):
         self.status.value = "<i>⏳ stylising …</i>"
         t0 = time.perf_counter()
         self.compute()
+        self._draw()
         self.status.value = (f"{html.escape(self.first.value)} → {html.escape(self.second.value)} at λ = "
                              f"{self.lam.value:.2f} ({self.mode.value}): {time.perf_counter() - t0:.1f} s")
-        self._draw()
         return self.table
 
     def _draw(self) -> None:
