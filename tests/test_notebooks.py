@@ -297,6 +297,16 @@ def _shot_on_failure(page, name: str):
         raise AssertionError(f"{name}: {e}\nprompts: {prompts}\nstderr outputs: {errors}") from e
 
 
+def _app_of(page, control):
+    """The widget app (its VBox) holding ``control``, once the control is shown and every cell has run, scrolled
+    into view."""
+    control.wait_for(state="visible", timeout=600_000)
+    page.wait_for_function(IDLE, timeout=600_000)
+    app = control.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    app.scroll_into_view_if_needed()
+    return app
+
+
 def _settle(app, check, timeout: float = 30.0) -> str:
     """The app's text once ``check(text)`` holds (the page may still be rendering the last update), else its text
     after ``timeout`` seconds (the test's asserts then say what is wrong)."""
@@ -355,10 +365,7 @@ def test_sampling_widget_in_a_real_browser(lab, pdiff_run):
     page = lab.run_all("03_sampling_and_evaluation.ipynb")
     with _shot_on_failure(page, "sampling"):
         button = page.locator("button.jupyter-button", has_text="Sample and evaluate").first
-        button.wait_for(state="visible", timeout=600_000)
-        page.wait_for_function(IDLE, timeout=600_000)
-        app = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-        app.scroll_into_view_if_needed()
+        app = _app_of(page, button)
         before = app.inner_text()
         assert "seed 0: done" in before and "generated (ddim-50)" in before, before[:500]
         app.screenshot(path=str(_shots() / "sampling_before.png"))
@@ -390,10 +397,7 @@ def test_interpolation_widget_in_a_real_browser(lab, pdiff_run):
     page = lab.run_all("04_memorization_analysis.ipynb")
     with _shot_on_failure(page, "interpolation"):
         slider = page.locator(".widget-slider", has=page.locator("label", has_text="λ")).first
-        slider.wait_for(state="visible", timeout=300_000)
-        page.wait_for_function(IDLE, timeout=600_000)
-        app = slider.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-        app.scroll_into_view_if_needed()
+        app = _app_of(page, slider)
         assert "λ = 0.50 (weights): test accuracy" in app.inner_text()
         app.screenshot(path=str(_shots() / "interpolation_before.png"))
         readout = app.locator(".widget-readout").first
@@ -442,10 +446,7 @@ def test_task_prompt_widget_in_a_real_browser(lab, cond_run, shared_run_dir):
     page = lab.run_all("05_conditional_generation.ipynb")
     with _shot_on_failure(page, "task_prompt"):
         button = page.locator("button.jupyter-button", has_text="Generate and evaluate").first
-        button.wait_for(state="visible", timeout=600_000)
-        page.wait_for_function(IDLE, timeout=600_000)
-        app = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-        app.scroll_into_view_if_needed()
+        app = _app_of(page, button)
         before = app.inner_text()
         assert f"on {zoo.conditions[0].name}, seed 0: done" in before and "generated" in before, before[:500]
         app.screenshot(path=str(_shots() / "task_prompt_before.png"))
@@ -496,10 +497,7 @@ def test_style_widget_in_a_real_browser(lab, style_run):
     page = lab.run_all("06_style_interpolation.ipynb")
     with _shot_on_failure(page, "style"):
         slider = page.locator(".widget-slider", has=page.locator("label", has_text="λ")).first
-        slider.wait_for(state="visible", timeout=600_000)
-        page.wait_for_function(IDLE, timeout=600_000)
-        app = slider.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-        app.scroll_into_view_if_needed()
+        app = _app_of(page, slider)
         before = app.inner_text()
         assert "at λ = 0.50 (weights)" in before, before[:500]
         app.screenshot(path=str(_shots() / "style_before.png"))
@@ -545,7 +543,7 @@ def d2nwg_run(shared_run_dir):
 @pytest.mark.timeout(900)
 def test_dataset_widget_in_a_real_browser(lab, d2nwg_run):
     """Notebook 07 in JupyterLab: the dataset composer starts on the first held-out dataset; typing its classes in
-    reverse order and fewer shots, then pressing the button, shows the accuracies the same composition has
+    reverse order, then pressing the button, shows the accuracies the same composition has
     headlessly."""
     from workbench.app.widgets import DatasetComposerApp, compose_and_generate
 
@@ -554,10 +552,7 @@ def test_dataset_widget_in_a_real_browser(lab, d2nwg_run):
     with _shot_on_failure(page, "dataset"):
         label = "Generate heads for this dataset"
         button = page.locator("button.jupyter-button", has_text=label).first
-        button.wait_for(state="visible", timeout=600_000)
-        page.wait_for_function(IDLE, timeout=600_000)
-        app = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-        app.scroll_into_view_if_needed()
+        app = _app_of(page, button)
         before = app.inner_text()
         assert "done in" in before and "prototype" in before, before[:500]
         app.screenshot(path=str(_shots() / "dataset_before.png"))
@@ -600,10 +595,7 @@ def test_task_code_widget_in_a_real_browser(lab, rpg_tasks_run):
     with _shot_on_failure(page, "task_code"):
         label = "Generate models for this code"
         button = page.locator("button.jupyter-button", has_text=label).first
-        button.wait_for(state="visible", timeout=600_000)
-        page.wait_for_function(IDLE, timeout=600_000)
-        app = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-        app.scroll_into_view_if_needed()
+        app = _app_of(page, button)
         before = app.inner_text()
         assert "done in" in before and "generated (mean of n)" in before, before[:500]
         app.screenshot(path=str(_shots() / "task_code_before.png"))
