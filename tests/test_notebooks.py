@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 STARTED = ("() => Array.from(document.querySelectorAll('.jp-InputPrompt')).some(e => /\\[(\\*|\\d+)\\]/"
            ".test(e.textContent))")
+# the code cells' prompts: how many are running or queued ("[*]"), how many have not run ("[ ]"), and the last
+# error output (a traceback), with any dialog's text
+CELL_STATE = """() => {
+  const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(e => e.textContent.trim());
+  const errors = Array.from(document.querySelectorAll(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"))
+    .map(e => e.innerText).filter(t => t.includes('Traceback') || /^\\w*Error\\b/m.test(t));
+  const dialog = document.querySelector('.jp-Dialog');
+  return {running: prompts.filter(p => p.includes('*')).length, unrun: prompts.filter(p => /\\[\\s*\\]/.test(p)).length,
+          prompts: prompts.join(' '), error: errors.length ? errors[errors.length - 1].slice(0, 2000) : '',
+          dialog: dialog ? dialog.innerText.slice(0, 300) : ''};
+}"""
 IDLE = ("() => document.querySelectorAll('.jp-InputPrompt').length > 0 && !Array.from("
         "document.querySelectorAll('.jp-InputPrompt')).some(e => e.textContent.includes('*'))")
 
@@ -215,11 +227,12 @@ def lab(shared_run_dir, tmp_path_factory):
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path_factory.mktemp("lab-workspaces"))}
     port, token = _free_port(), "workbench-test"
+    log = root.parent / "lab-server.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
          "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
+        stdout=(log_file := log.open("w")), stderr=subprocess.STDOUT, env=env)
     import urllib.request
 
     for _ in range(120):
@@ -234,18 +247,19 @@ def lab(shared_run_dir, tmp_path_factory):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield _Lab(f"http://127.0.0.1:{port}", token, browser)
+            yield _Lab(f"http://127.0.0.1:{port}", token, browser, log)
         finally:
             browser.close()
             server.terminate()
             server.wait(timeout=30)
+            log_file.close()
 
 
 class _Lab:
     """The JupyterLab server and the browser of the browser tests."""
 
-    def __init__(self, base: str, token: str, browser) -> None:
-        self.base, self.token, self.browser = base, token, browser
+    def __init__(self, base: str, token: str, browser, log: Path) -> None:
+        self.base, self.token, self.browser, self.log = base, token, browser, log
         self.page = None
 
     def _api(self, path: str, method: str = "GET"):
@@ -255,10 +269,15 @@ class _Lab:
             body = r.read()
         return json.loads(body) if body else None
 
-    def run_all(self, name: str):
+    def run_all(self, name: str, timeout: float = 900.0):
         """Open notebook ``name`` alone (its own workspace; the kernels and page of the test before shut down, so
-        no two notebooks' kernels hold memory at once), start running all its cells (accepting the kernel it asks
-        for where a fresh JupyterLab asks), and return the page once the first cell has started."""
+        no two notebooks' kernels hold memory at once), run all its cells (accepting the kernel a fresh JupyterLab
+        asks for), and return the page once every code cell has run.
+
+        A run that stops part-way without an error in the notebook (CI once saw only the first cell run, then
+        every prompt empty: a kernel restart or a late dialog) is started again, at most three times, and each
+        such incident is reported as a warning with the dialog and the server's log; an error in a cell fails at
+        once with its traceback."""
         if self.page is not None:
             self.page.close()
         for k in self._api("kernels"):
@@ -266,20 +285,72 @@ class _Lab:
         page = self.page = self.browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{self.base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={self.token}")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        incidents, end = [], time.monotonic() + timeout
         for _ in range(4):
-            accept = page.locator(".jp-Dialog .jp-mod-accept")
-            if accept.count():  # "Select Kernel" (seen in CI on the first notebook): the notebook's own kernel
-                accept.first.click()
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            try:
-                page.click("#jp-MainMenu >> text=Run", timeout=10_000)
-                page.get_by_text("Run All Cells", exact=True).click(timeout=10_000)
-                page.wait_for_function(STARTED, timeout=30_000)
+            logged = self._log_size()
+            if not self._start(page):
+                continue
+            state = self._wait(page, end)
+            if state["unrun"] == 0:
+                for incident in incidents:
+                    warnings.warn(f"browser test of {name}: {incident}")
                 return page
-            except Exception:  # a dialog took the click (accepted above next time), or the cells did not start
-                if not page.locator(".jp-Dialog").count():
-                    page.keyboard.press("Escape")  # close the menu if it is still open
-        raise AssertionError(f"the cells of {name} did not start running")
+            # a kernel that restarted part-way also makes later cells fail (their variables are gone): that is the
+            # restart, not the notebook
+            restarted = "restarted" in self._log_since(logged)
+            if state["error"] and not restarted:
+                raise AssertionError(f"{name}: a cell failed in JupyterLab:\n{state['error']}")
+            incidents.append(f"the run stopped with {state['unrun']} code cells not run (prompts: "
+                             f"{state['prompts']}; kernel restarted: {restarted}; dialog: "
+                             f"{state['dialog'] or 'none'}); ran all again. Server log: {self.log_tail()}")
+        raise AssertionError(f"the cells of {name} did not all run:\n" + "\n".join(incidents))
+
+    def _start(self, page) -> bool:
+        """Accept a dialog if one is open (a fresh JupyterLab's "Select Kernel", a kernel restart's notice), then
+        Run > Run All Cells; whether a cell started within 30 s."""
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        try:
+            page.click("#jp-MainMenu >> text=Run", timeout=10_000)
+            page.get_by_text("Run All Cells", exact=True).click(timeout=10_000)
+            page.wait_for_function(STARTED, timeout=30_000)
+            return True
+        except Exception:  # a dialog took the click (accepted next time), or the cells did not start
+            if not page.locator(".jp-Dialog").count():
+                page.keyboard.press("Escape")  # close the menu if it is still open
+            return False
+
+    def _wait(self, page, end: float) -> dict:
+        """Poll the code cells' prompts until none is running or queued for 5 s in a row (JupyterLab marks queued
+        cells ``[*]`` too, so a running notebook never shows none), or cells stay queued while the kernel is idle
+        for 10 s (a kernel restarted under the page leaves its queue hanging); their state then."""
+        quiet = idle = 0
+        while time.monotonic() < end:
+            state = page.evaluate(CELL_STATE)
+            quiet = quiet + 1 if state["running"] == 0 else 0
+            kernels = self._api("kernels")
+            idle = idle + 1 if state["running"] and all(k["execution_state"] == "idle" for k in kernels) else 0
+            if quiet >= 5 or idle >= 10 or (state["running"] == 0 and state["unrun"] == 0):
+                state["unrun"] += state["running"] if idle >= 10 else 0
+                return state
+            time.sleep(1.0)
+        raise AssertionError(f"the notebook still ran after the test's time ran out (prompts: {state['prompts']})")
+
+    def _log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def _log_since(self, offset: int) -> str:
+        """The server's log written after byte ``offset``."""
+        with self.log.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the JupyterLab server's log (kernel restarts and deaths show there)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return " | ".join(text.splitlines()[-lines:]) or "(empty)"
 
 
 @contextlib.contextmanager
