@@ -100,7 +100,7 @@ def test_sharded_gradients_sum_to_the_full_batch_gradient(which, shards):
     total, logs_s = GradientPlan(ProcessGroup(), shards).step(module, lambda: loss_fn(step_generator(0, 7)))
     assert float(total) == pytest.approx(float(loss.detach()), rel=1e-5, abs=1e-7)
     for k, v in logs.items():
-        assert logs_s[k] == pytest.approx(v, rel=1e-5, abs=1e-7)
+        assert float(logs_s[k]) == pytest.approx(float(v), rel=1e-5, abs=1e-7)
     for a, b in zip(full, module.parameters()):
         torch.testing.assert_close(b.grad, a, rtol=1e-4, atol=1e-6)
 

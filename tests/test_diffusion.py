@@ -139,7 +139,7 @@ def test_autoencoder_shapes_fold_and_vae():
         assert z.shape == (4, *ae.cfg.latent_shape) and ae.decode(z).shape == (4, 101)
     vae = ParamAutoencoder(AEConfig(in_dim=50, channels=(8, 8), variational=True, beta=0.5))
     loss, logs = vae.loss(torch.randn(6, 50), generator=torch.Generator().manual_seed(0))
-    assert "kl" in logs and loss.item() == pytest.approx(logs["recon"] + 0.5 * logs["kl"], rel=1e-5)
+    assert "kl" in logs and loss.item() == pytest.approx(float(logs["recon"]) + 0.5 * float(logs["kl"]), rel=1e-5)
     with pytest.raises(ValueError, match="length 50"):
         vae.encode(torch.randn(2, 49))
 

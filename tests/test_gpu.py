@@ -7,7 +7,7 @@ import torch
 
 from workbench.core.device import resolve_device
 from workbench.core.params import ParamSpec
-from workbench.core.train_loop import LoopConfig
+from workbench.core.train_loop import LoopConfig, SplitLoss, train_module
 from workbench.evaluation.evaluate import evaluate
 from workbench.generator.latent_diffusion import PDiff, PDiffConfig
 from workbench.nn.recurrent import SequenceModelConfig
@@ -76,7 +76,6 @@ def test_rpg_fits_and_samples_on_cuda():
 
 
 def test_bf16_autocast_trains_on_cuda():
-    from workbench.core.train_loop import train_module
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32)).cuda()
@@ -102,3 +101,74 @@ def test_lora_zoo_fine_tunes_on_cuda_from_the_same_start(tmp_path):
     # the same seeded start (init runs on the CPU) and the same minibatches: close after 40 Adam steps
     assert float((gpu.vectors() - cpu.vectors()).abs().mean()) < 0.1 * float(cpu.vectors().abs().mean())
     assert abs(gpu.manifest["test_acc"].mean() - cpu.manifest["test_acc"].mean()) <= 3.0
+
+
+def _split_regression():
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.SiLU(), torch.nn.Linear(64, 32)).cuda()
+    x = torch.randn(64, 32, device="cuda")
+    loss = SplitLoss(draw=lambda g: (torch.randint(0, 64, (16,), generator=g), torch.randn(16, 32, generator=g)),
+                     compute=lambda idx, noise: (torch.nn.functional.mse_loss(net(x[idx] + 0.1 * noise), x[idx]),
+                                                 {"n": noise.abs().mean()}),
+                     device=torch.device("cuda"))
+    return net, loss
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_cuda_graph_steps_equal_the_eager_ones(ema, monkeypatch):
+    cfg = LoopConfig(steps=40, lr=3e-3, log_every=5, ema_decay=ema)
+    runs = {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("WORKBENCH_CUDA_GRAPHS", mode)
+        net, loss = _split_regression()
+        hist, avg = train_module(net, loss, cfg, progress=False, precision="fp32")
+        runs[mode] = (hist, [p.detach().clone() for p in (avg.shadow if avg else net).parameters()])
+    (h_off, w_off), (h_on, w_on) = runs["off"], runs["on"]
+    # the same draws and the same kernels: equal up to floating point (the graph fixes their order)
+    for a, b in zip(w_off, w_on):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert h_on["step"].tolist() == h_off["step"].tolist()
+    assert abs(h_on["n"] - h_off["n"]).max() < 1e-6  # logs are each step's own, not the capture's
+
+
+def test_cuda_graph_run_resumes_to_the_uninterrupted_one(tmp_path, monkeypatch):
+
+    monkeypatch.setenv("WORKBENCH_CUDA_GRAPHS", "on")
+    cfg = LoopConfig(steps=30, lr=3e-3, log_every=5, checkpoint_every=10)
+    net, loss = _split_regression()
+    train_module(net, loss, cfg, directory=tmp_path / "full", progress=False, precision="fp32")
+    w_full = [p.detach().clone() for p in net.parameters()]
+
+    class Interrupted(Exception):
+        pass
+
+    net, loss = _split_regression()
+    calls = []
+
+    def draw(g):  # the run is stopped at step 16, after its checkpoint at step 10, while graphed
+        calls.append(1)
+        if len(calls) == 17:
+            raise Interrupted
+        return loss.draw(g)
+
+    with pytest.raises(Interrupted):
+        train_module(net, SplitLoss(draw=draw, compute=loss.compute, device=loss.device), cfg,
+                     directory=tmp_path / "cut", progress=False, precision="fp32")
+    net, loss = _split_regression()  # a new process: resumes from step 10, warms up and captures again
+    hist, _ = train_module(net, loss, cfg, directory=tmp_path / "cut", progress=False, precision="fp32")
+    assert hist["step"].iloc[-1] == 30
+    for a, b in zip(w_full, net.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graph_reports_a_non_finite_loss_with_its_step(monkeypatch):
+
+    monkeypatch.setenv("WORKBENCH_CUDA_GRAPHS", "on")
+    net = torch.nn.Linear(4, 1).cuda()
+    x = torch.randn(8, 4, device="cuda")
+    loss = SplitLoss(draw=lambda g: (torch.randn(8, 1, generator=g),),
+                     compute=lambda noise: (((net(x) - noise) ** 2).mean() * float("nan"), {}),
+                     device=torch.device("cuda"))
+    with pytest.raises(FloatingPointError, match="non-finite at step 0"):
+        train_module(net, loss, LoopConfig(steps=20, log_every=10), progress=False, precision="fp32")

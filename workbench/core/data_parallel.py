@@ -185,7 +185,8 @@ class GradientPlan:
             part = loss.detach().float() * w
             loss_sum = part if loss_sum is None else loss_sum + part
             for key, v in logs.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                # numbers, or the 0-d tensors a loss returns so that the plain loop need not sync every step
+                if (isinstance(v, (int, float)) and not isinstance(v, bool)) or (torch.is_tensor(v) and v.ndim == 0):
                     log_sums[key] = log_sums.get(key, 0.0) + float(v) * w
         assert loss_sum is not None
         if not self.group.distributed:

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
 from workbench.core.data_parallel import shard_batch
+from workbench.core.device import host_to_device
 
-__all__ = ["ScheduleConfig", "NoiseSchedule", "diffusion_loss", "DDPMSampler", "DDIMSampler", "make_sampler", "SamplerState", "SAMPLERS", "DEFAULT_DDIM_STEPS", "check_num_samples", "check_guidance_scale", "check_condition"]
+__all__ = ["ScheduleConfig", "NoiseSchedule", "diffusion_loss", "diffusion_draw", "diffusion_loss_given", "DDPMSampler", "DDIMSampler", "make_sampler", "SamplerState", "SAMPLERS", "DEFAULT_DDIM_STEPS", "check_num_samples", "check_guidance_scale", "check_condition"]
 
 
 SAMPLERS = ("ddpm", "ddim")
@@ -63,7 +64,13 @@ class NoiseSchedule:
         return self.cfg.num_steps
 
     def _at(self, arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return arr.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+        if arr.device != like.device:  # one copy per device, kept: a copy per training step would sync on CUDA
+            cache = self.__dict__.setdefault("_on_device", {})
+            key = (id(arr), like.device)
+            if key not in cache:
+                cache[key] = arr.to(like.device)
+            arr = cache[key]
+        return arr[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε."""
@@ -87,17 +94,32 @@ class NoiseSchedule:
         return out, self.eps_from_x0(xt, out, t)
 
 
-def diffusion_loss(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, x0: torch.Tensor, *,
-                   cond: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between the network output and its target (ε or x0) at uniformly drawn timesteps."""
-    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+def diffusion_draw(schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training step's timesteps and noise for a batch of ``shape``, drawn on the CPU (where the seeded
+    generators live)."""
+    t = torch.randint(0, schedule.num_steps, (shape[0],), generator=generator)
+    return t, torch.randn(shape, generator=generator)
+
+
+def diffusion_loss_given(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, x0: torch.Tensor,
+                         t: torch.Tensor, noise: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`diffusion_loss` with the draws of :func:`diffusion_draw` given (on ``x0``'s device): the part a CUDA
+    graph replays."""
     # every process drew the full batch; it computes its own rows (identity unless data-parallel)
     x0, t, noise, cond = shard_batch(x0, t, noise, cond)
     xt = schedule.add_noise(x0, noise, t)
     out = model(xt, t, cond) if cond is not None else model(xt, t)
     target = noise if schedule.cfg.prediction == "eps" else x0
     return F.mse_loss(out, target)
+
+
+def diffusion_loss(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, x0: torch.Tensor, *,
+                   cond: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE between the network output and its target (ε or x0) at uniformly drawn timesteps."""
+    t, noise = diffusion_draw(schedule, tuple(x0.shape), generator)
+    return diffusion_loss_given(model, schedule, x0, host_to_device(t, x0.device), host_to_device(noise, x0.device),
+                                cond=cond)
 
 
 @dataclass

@@ -6,9 +6,11 @@ resumed run continues exactly as an uninterrupted one would."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,12 @@ from workbench.core.data_parallel import (
     gradient_shards,
     process_group,
 )
-from workbench.core.device import autocast_context, training_precision
+from workbench.core.device import autocast_context, host_to_device, training_precision
 from workbench.core.faults import fault_point
 from workbench.core.io import atomic_write_csv, load_tensor_metadata, load_tensors, save_tensors
 from workbench.core.progress import tqdm
 
-__all__ = ["LoopConfig", "train_module", "step_generator", "RunDirMismatchError", "read_history", "EMA"]
+__all__ = ["LoopConfig", "SplitLoss", "train_module", "step_generator", "RunDirMismatchError", "read_history", "EMA"]
 
 
 class EMA:
@@ -46,10 +48,12 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """shadow ← decay · shadow + (1 − decay) · model."""
-        for s, p in zip(self.shadow.parameters(), model.parameters()):
-            s.lerp_(p.detach(), 1 - self.decay)
-        for s, b in zip(self.shadow.buffers(), model.buffers()):
-            s.copy_(b)
+        shadow = list(self.shadow.parameters())
+        if shadow:  # one multi-tensor launch on CUDA instead of one per parameter (the same lerp on the CPU)
+            torch._foreach_lerp_(shadow, [p.detach() for p in model.parameters()], 1 - self.decay)
+        buffers = list(self.shadow.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 class RunDirMismatchError(ValueError):
@@ -106,6 +110,30 @@ class LoopConfig(JSONConfig, name="training loop config"):
             raise ValueError("invalid training loop config: " + "; ".join(problems))
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+def compile_mode() -> str:
+    """``WORKBENCH_COMPILE``: ``off`` (default) or a ``torch.compile`` mode for the trained networks on CUDA."""
+    mode = os.environ.get("WORKBENCH_COMPILE", "off").strip().lower() or "off"
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"WORKBENCH_COMPILE={mode!r} must be one of {COMPILE_MODES}")
+    return mode
+
+
+def compile_children(module: nn.Module, device: torch.device) -> list[nn.Module]:
+    """Compile (in place) the trained module's direct children that hold parameters, when ``WORKBENCH_COMPILE``
+    asks for it and the device is CUDA; returns them. The children, not the module, because the losses call
+    methods of the module (``ae.loss`` → ``encoder``/``decoder``) that a compiled ``forward`` would not cover."""
+    mode = compile_mode()
+    if mode == "off" or device.type != "cuda":
+        return []
+    children = [m for m in module.children() if any(True for _ in m.parameters())] or [module]
+    for m in children:
+        m.compile(mode=mode, dynamic=False)
+    return children
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The random stream of one training step."""
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
@@ -143,6 +171,124 @@ def _restore(path: Path, module: nn.Module, opt: torch.optim.Optimizer, ema: EMA
     return step, [h for h in history if h["step"] <= step]
 
 
+@dataclass(frozen=True)
+class SplitLoss:
+    """A training loss in two parts: ``draw(generator)`` → the step's randomness as CPU tensors (None where
+    unused), drawn where the seeded generators live; ``compute(*draws on the device)`` → ``(loss, logs)``, pure
+    device work. Called, it runs both, so any loop can use it; on CUDA the loop captures ``compute`` with the
+    backward pass and the optimiser step in one CUDA graph and replays it with each step's fresh draws."""
+
+    draw: Callable[[torch.Generator], tuple[torch.Tensor | None, ...]]
+    compute: Callable[..., tuple[torch.Tensor, dict]]
+    device: torch.device
+
+    def __call__(self, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        return self.compute(*(None if t is None else host_to_device(t, self.device) for t in self.draw(generator)))
+
+
+def cuda_graphs_enabled() -> bool:
+    """``WORKBENCH_CUDA_GRAPHS``: ``on`` replays each CUDA training step of a :class:`SplitLoss` as one graph;
+    ``off`` (default, until the graphed step has been measured on a GPU) runs it eagerly."""
+    v = os.environ.get("WORKBENCH_CUDA_GRAPHS", "off").strip().lower()
+    if v not in ("on", "off"):
+        raise ValueError(f"WORKBENCH_CUDA_GRAPHS={v!r} must be 'on' or 'off'")
+    return v == "on"
+
+
+def _update(module: nn.Module, cfg: LoopConfig, opt: torch.optim.Optimizer, ema: EMA | None) -> None:
+    """Clip, step, average: the part of a step after the backward pass (no host sync: it can be captured)."""
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema.update(module)
+
+
+def _note_bad(first_bad: torch.Tensor, loss: torch.Tensor, step: torch.Tensor | int) -> None:
+    """Record (on the device, no sync) the first step whose loss is not finite."""
+    first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad))
+
+
+def _eager_step(module, loss_fn, cfg, opt, ema, amp, device, plan, step, pass_step, first_bad, name):
+    """One training step run op by op (the CPU, several processes, or a loss that is not a SplitLoss)."""
+    opt.zero_grad(set_to_none=True)
+
+    def compute(step: int = step) -> tuple[torch.Tensor, dict]:  # draws the step's batch afresh per call
+        with autocast_context(amp, device):
+            return loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
+
+    if plan.plain:
+        loss, logs = compute()
+        loss.backward()
+    else:  # this process's gradient shards of the step, summed over the processes: the job's loss everywhere
+        loss, logs = plan.step(module, compute)
+    if first_bad is None and not torch.isfinite(loss):  # before the optimiser step: never reaches the weights
+        raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning rate "
+                                 "or check the inputs for NaN")
+    if first_bad is not None:
+        _note_bad(first_bad, loss, step)
+    _update(module, cfg, opt, ema)
+    return loss, logs
+
+
+class _GraphedStep:
+    """A CUDA training step captured once and replayed: the small generators here are launch-bound (hundreds of
+    tiny kernels per step, each launched from Python), so one graph launch per step removes most of the time.
+    The first steps run eagerly on a side stream (PyTorch's recipe: the optimiser's state must exist before the
+    capture); every step, graphed or not, uses that step's own draws, so the run is the eager one up to
+    floating point."""
+
+    WARMUP = 3
+
+    def __init__(self, module, loss_fn: SplitLoss, cfg, opt, ema, amp, first_bad) -> None:
+        self.module, self.loss_fn, self.cfg, self.opt, self.ema, self.amp = module, loss_fn, cfg, opt, ema, amp
+        self.first_bad, self.device = first_bad, first_bad.device
+        self.step_t = torch.zeros((), dtype=torch.long, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: list[torch.Tensor | None] = []
+        self.out: tuple[torch.Tensor, dict] | None = None
+        self.warm = 0
+        self.side = torch.cuda.Stream(self.device)
+
+    def _body(self, inputs) -> tuple[torch.Tensor, dict]:
+        # autocast's cast cache must be off under capture (cached casts would outlive the graph's inputs)
+        ctx = torch.autocast("cuda", dtype=self.amp, cache_enabled=False) if self.amp is not None \
+            else contextlib.nullcontext()
+        with ctx:
+            loss, logs = self.loss_fn.compute(*inputs)
+        loss.backward()
+        _note_bad(self.first_bad, loss, self.step_t)
+        _update(self.module, self.cfg, self.opt, self.ema)
+        return loss, logs
+
+    def run(self, step: int) -> tuple[torch.Tensor, dict]:
+        draws = self.loss_fn.draw(step_generator(self.cfg.seed, step))
+        if self.graph is not None:  # fresh draws into the captured inputs, then one launch
+            for buf, d in zip(self.inputs, draws):
+                if buf is not None:
+                    buf.copy_(d.pin_memory(), non_blocking=True)
+            self.step_t.fill_(step)
+            self.graph.replay()
+            return self.out
+        inputs = [None if d is None else host_to_device(d, self.device) for d in draws]
+        self.step_t.fill_(step)
+        if self.warm < self.WARMUP:
+            self.side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self.side):
+                self.opt.zero_grad(set_to_none=True)
+                out = self._body(inputs)
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
+            self.warm += 1
+            return out
+        self.inputs = inputs
+        self.opt.zero_grad(set_to_none=True)  # the captured backward allocates the gradients it refills
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self._body(self.inputs)
+        self.graph.replay()  # capture records without running: this step still has to happen
+        return self.out
+
+
 def train_module(
     module: nn.Module,
     loss_fn: Callable[..., tuple[torch.Tensor, dict]],
@@ -175,14 +321,26 @@ def train_module(
     shards as processes, one process and N processes sum the very same slice gradients, so their runs are bit-identical
     (for two processes; the order of a larger all-reduce is the backend's). ``reentrant_loss=False``: the loss keeps
     state between calls (RPG's recurrent carry), so it may be called only once per step and process.
-    ``precision``: ``"auto"`` (bf16 autocast on CUDA, float32 on the CPU), ``"bf16"`` or ``"fp32"``; see
-    :func:`~workbench.core.device.training_precision`. The weights and the optimiser stay float32.
+    ``precision``: ``"auto"`` (float32: measured faster than bf16 for these networks), ``"bf16"`` or ``"fp32"``;
+    see :func:`~workbench.core.device.training_precision`. The weights and the optimiser stay float32.
+
+    On CUDA the loop avoids host syncs (the loss is checked on the device and read at log and checkpoint steps),
+    uses fused AdamW, and, with ``WORKBENCH_CUDA_GRAPHS=on`` and a :class:`SplitLoss`, replays each step as one
+    CUDA graph; ``WORKBENCH_COMPILE=<mode>`` compiles the module's children with ``torch.compile`` instead.
     """
     first = next(module.parameters(), None)
     group = process_group(first.device if first is not None else None)
     device = first.device if first is not None else torch.device("cpu")
     amp = training_precision(precision, device)
-    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    on_cuda = device.type == "cuda"
+    # fused AdamW on CUDA: one kernel for the whole update instead of a dozen per parameter group (the small
+    # generators here are launch-bound); the CPU keeps the plain implementation, so its results are unchanged
+    plan = GradientPlan(group, gradient_shards() if grad_shards is None else grad_shards, reentrant=reentrant_loss,
+                        name=name)
+    graphed = on_cuda and plan.plain and isinstance(loss_fn, SplitLoss) and not pass_step \
+        and cuda_graphs_enabled() and compile_mode() == "off"
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            **({"fused": True, "capturable": graphed} if on_cuda else {}))
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
     start, history = 0, []
     path = Path(directory) / f"{name}.safetensors" if directory is not None else None
@@ -201,39 +359,38 @@ def train_module(
     if ema is not None:
         broadcast_module(ema.shadow, group)
     module.train()
-    plan = GradientPlan(group, gradient_shards() if grad_shards is None else grad_shards, reentrant=reentrant_loss,
-                        name=name)
     bar = tqdm(total=cfg.steps, initial=start, desc=desc or name, disable=not progress or not group.is_main,
                leave=False)
+    compiled = compile_children(module, device)
+    # On the CPU the loss is checked every step (free there). On CUDA reading it would make the host wait for the
+    # GPU every step, so the first non-finite step is recorded on the device and read when the loop logs or saves:
+    # the error comes at most log_every steps later and names the step, and no checkpoint holds its weights.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device) if on_cuda else None
+    graph = _GraphedStep(module, loss_fn, cfg, opt, ema, amp, first_bad) if graphed else None
     for step in range(start, cfg.steps):
-        opt.zero_grad(set_to_none=True)
-
-        def compute(step: int = step) -> tuple[torch.Tensor, dict]:  # draws the step's batch afresh per call
-            with autocast_context(amp, device):
-                return loss_fn(step_generator(cfg.seed, step), *((step,) if pass_step else ()))
-
-        if plan.plain:
-            loss, logs = compute()
-            loss.backward()
-        else:  # this process's gradient shards of the step, summed over the processes: the job's loss everywhere
-            loss, logs = plan.step(module, compute)
-        if not torch.isfinite(loss):  # before the optimiser step: a non-finite loss never reaches the weights
-            raise FloatingPointError(f"{name}: loss became {float(loss)} at step {step}; lower the learning rate "
-                                     "or check the inputs for NaN")
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.update(module)
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            history.append({"step": step + 1, "loss": float(loss.detach()), **logs})
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        if graph is not None:
+            loss, logs = graph.run(step)
+        else:
+            loss, logs = _eager_step(module, loss_fn, cfg, opt, ema, amp, device, plan, step, pass_step, first_bad, name)
+        logging = step % cfg.log_every == 0 or step == cfg.steps - 1
+        saving = path is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps)
+        if first_bad is not None and (logging or saving) and int(first_bad) >= 0:
+            raise FloatingPointError(f"{name}: the loss became non-finite at step {int(first_bad)} (found at step "
+                                     f"{step}); lower the learning rate or check the inputs for NaN")
+        if logging:
+            history.append({"step": step + 1, "loss": float(loss.detach()),
+                            **{k: float(v) for k, v in logs.items()}})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4g}")
         bar.update(1)
-        if path is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+        if saving:
             if group.is_main:
                 _save(path, module, opt, ema, step + 1, cfg, history, fingerprint)
             barrier(group)  # nobody runs ahead of a checkpoint it could be asked to resume from
         fault_point("train_step")
     bar.close()
+    if graph is not None:
+        module.zero_grad(set_to_none=True)  # the graph's static gradients go with it
+    for m in compiled:  # sampling runs eager: its batch shapes differ from training's and would recompile
+        m._compiled_call_impl = None
     module.eval()
     return pd.DataFrame(history), ema

@@ -29,7 +29,8 @@ from workbench.core.diffusion import (
     ScheduleConfig,
     check_condition,
     check_num_samples,
-    diffusion_loss,
+    diffusion_draw,
+    diffusion_loss_given,
     make_sampler,
 )
 from workbench.core.io import (
@@ -45,7 +46,7 @@ from workbench.core.io import (
 from workbench.core.normalise import Normaliser, PositionNormaliser, load_normaliser, make_normaliser
 from workbench.core.params import ParamSpec, check_finite
 from workbench.core.progress import progress_label
-from workbench.core.train_loop import LoopConfig, RunDirMismatchError, read_history, train_module
+from workbench.core.train_loop import LoopConfig, RunDirMismatchError, SplitLoss, read_history, train_module
 from workbench.generator.alignment import ZooAlignment, align_zoo
 from workbench.nn.autoencoder import AEConfig, ParamAutoencoder
 from workbench.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
@@ -286,9 +287,14 @@ class PDiff:
             return self.history["autoencoder"]
         bs = min(cfg.ae_train.batch_size, len(x))
 
-        def loss_fn(g: torch.Generator) -> tuple[torch.Tensor, dict]:
-            idx = torch.randint(0, len(x), (bs,), generator=g)
-            return self.ae.loss(x[idx], generator=g, input_noise=input_noise, latent_noise=latent_noise)
+        ae = self.ae
+        # the step's randomness drawn on the CPU, the rest on the device: a CUDA graph can replay the second part
+        loss_fn = SplitLoss(
+            draw=lambda g: (torch.randint(0, len(x), (bs,), generator=g),
+                            *ae.draw_noise(bs, g, input_noise, latent_noise)),
+            compute=lambda idx, *noise: ae.loss_given_noise(x[idx], *noise, input_noise=input_noise,
+                                                            latent_noise=latent_noise),
+            device=self.device)
 
         hist, _ = train_module(self.ae, loss_fn, cfg.ae_train, directory=run_dir, name="autoencoder",
                                progress=progress, desc="autoencoder",
@@ -334,13 +340,22 @@ class PDiff:
         self.unet = cfg.build_denoiser(self.latent_shape, cond_dim, cond_vocab).to(self.device)
         bs = min(cfg.diffusion_train.batch_size, len(z))
 
-        def loss_fn(g: torch.Generator) -> tuple[torch.Tensor, dict]:
+        cond_on = cond.to(self.device) if cond is not None else None  # moved once, gathered per step there
+        null_on = null_cond.to(self.device) if null_cond is not None else None
+        unet, schedule, batch_shape = self.unet, self.schedule, (bs, *self.latent_shape)
+
+        def draw(g: torch.Generator) -> tuple[torch.Tensor | None, ...]:
             idx = torch.randint(0, len(z), (bs,), generator=g)
-            c = cond[idx].to(self.device) if cond is not None else None
-            if c is not None and cond_dropout:
-                drop = torch.rand(bs, generator=g) < cond_dropout
-                c = torch.where(drop.view(-1, *([1] * (c.ndim - 1))).to(self.device), null_cond.to(c), c)
-            return diffusion_loss(self.unet, self.schedule, z[idx], cond=c, generator=g), {}
+            drop = torch.rand(bs, generator=g) < cond_dropout if cond is not None and cond_dropout else None
+            return (idx, drop, *diffusion_draw(schedule, batch_shape, g))
+
+        def compute(idx, drop, t, noise) -> tuple[torch.Tensor, dict]:
+            c = cond_on[idx] if cond_on is not None else None
+            if drop is not None:
+                c = torch.where(drop.view(-1, *([1] * (c.ndim - 1))), null_on.to(c), c)
+            return diffusion_loss_given(unet, schedule, z[idx], t, noise, cond=c), {}
+
+        loss_fn = SplitLoss(draw=draw, compute=compute, device=self.device)
 
         hist, ema = train_module(self.unet, loss_fn, cfg.diffusion_train, directory=run_dir, name="diffusion",
                                  progress=progress, desc="latent diffusion",

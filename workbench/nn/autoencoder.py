@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
 from workbench.core.data_parallel import shard_batch
+from workbench.core.device import host_to_device
 
 __all__ = ["AEConfig", "ParamAutoencoder"]
 
@@ -95,27 +96,45 @@ class ParamAutoencoder(nn.Module):
         """Latent → flat vector (B, in_dim)."""
         return self.decoder(z).reshape(z.shape[0], -1)[:, : self.cfg.in_dim]
 
+    def _noise_levels(self, input_noise: float | None, latent_noise: float | None) -> tuple[float, float]:
+        return (self.cfg.input_noise if input_noise is None else input_noise,
+                self.cfg.latent_noise if latent_noise is None else latent_noise)
+
+    def draw_noise(self, n: int, generator: torch.Generator | None = None, input_noise: float | None = None,
+                   latent_noise: float | None = None) -> tuple[torch.Tensor | None, ...]:
+        """The training noise of a batch of ``n`` (input, VAE sample, latent; None where unused), drawn on the CPU
+        where the seeded generator lives, in the order :meth:`loss` uses it."""
+        a_in, a_lat = self._noise_levels(input_noise, latent_noise)
+        lat = (n, *self.cfg.latent_shape)
+        noise_in = torch.randn((n, self.cfg.in_dim), generator=generator) if a_in else None
+        noise_var = torch.randn(lat, generator=generator) if self.cfg.variational else None
+        noise_lat = torch.randn(lat, generator=generator) if a_lat else None
+        return noise_in, noise_var, noise_lat
+
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
              input_noise: float | None = None, latent_noise: float | None = None) -> tuple[torch.Tensor, dict]:
         """Training loss with p-diff's noise augmentation (input noise before encoding, latent noise after)."""
-        a_in = self.cfg.input_noise if input_noise is None else input_noise
-        a_lat = self.cfg.latent_noise if latent_noise is None else latent_noise
-        n = x.shape[0]
-        # every draw is of the full batch, on the CPU (where the generator lives), then moved and sliced to this
-        # process's rows (shard_batch: identity unless data-parallel): the same noise on every device and world size
-        draw = lambda shape: torch.randn((n, *shape[1:]), generator=generator)  # noqa: E731
-        x, noise_in = shard_batch(x, draw(x.shape).to(x.device) if a_in else None)
+        noise = self.draw_noise(x.shape[0], generator, input_noise, latent_noise)
+        return self.loss_given_noise(x, *(None if t is None else host_to_device(t, x.device) for t in noise),
+                                     input_noise=input_noise, latent_noise=latent_noise)
+
+    def loss_given_noise(self, x: torch.Tensor, noise_in: torch.Tensor | None, noise_var: torch.Tensor | None,
+                         noise_lat: torch.Tensor | None, *, input_noise: float | None = None,
+                         latent_noise: float | None = None) -> tuple[torch.Tensor, dict]:
+        """:meth:`loss` with the noise of :meth:`draw_noise` given (on ``x``'s device): the part a CUDA graph
+        replays. Every draw is of the full batch; shard_batch slices this process's rows (identity unless
+        data-parallel), so the noise is the same on every device and world size."""
+        a_in, a_lat = self._noise_levels(input_noise, latent_noise)
+        x, noise_in, noise_var, noise_lat = shard_batch(x, noise_in, noise_var, noise_lat)
         mu, logvar = self.encode_stats(x + a_in * noise_in if a_in else x)
-        if logvar is not None:
-            z = mu + torch.exp(0.5 * logvar) * shard_batch(draw(mu.shape))[0].to(x.device)
-        else:
-            z = mu
+        z = mu + torch.exp(0.5 * logvar) * noise_var if logvar is not None else mu
         if a_lat:
-            z = z + a_lat * shard_batch(draw(z.shape))[0].to(x.device)
+            z = z + a_lat * noise_lat
         rec = F.mse_loss(self.decode(z), x)
-        logs = {"recon": float(rec.detach())}
+        # detached tensors, read by the loop only when it logs (a float() here would sync every step)
+        logs = {"recon": rec.detach()}
         if logvar is None:
             return rec, logs
         kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
-        logs["kl"] = float(kl.detach())
+        logs["kl"] = kl.detach()
         return rec + self.cfg.beta * kl, logs

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from workbench.core.config import JSONConfig
 from workbench.core.data_parallel import shard_batch
+from workbench.core.device import host_to_device
 
 __all__ = ["VAEConfig", "VectorVAE"]
 
@@ -88,16 +89,17 @@ class VectorVAE(nn.Module):
         c = self.cfg
         n = x.shape[0]
         # full-batch draws sliced to this process's rows (shard_batch: identity unless data-parallel)
-        draw = lambda t: shard_batch(torch.randn((n, *t.shape[1:]), generator=generator))[0].to(t.device)  # noqa: E731
+        draw = lambda t: host_to_device(  # noqa: E731
+            shard_batch(torch.randn((n, *t.shape[1:]), generator=generator))[0], t.device)
         noise = lambda t, s: t + s * draw(t) if s else t  # noqa: E731
         noise_in = draw(x) if c.input_noise else None
         x, = shard_batch(x)
         mu, logvar = self.encode_stats(x + c.input_noise * noise_in if c.input_noise else x)
         z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * draw(mu)
         rec = F.mse_loss(self.decode(noise(z, c.latent_noise)), x)
-        logs = {"recon": float(rec.detach())}
+        logs = {"recon": rec.detach()}  # read by the loop only when it logs
         if logvar is None:
             return rec, logs
         kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1))
-        logs["kl"] = float(kl.detach())
+        logs["kl"] = kl.detach()
         return rec + c.beta * kl, logs
