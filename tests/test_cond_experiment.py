@@ -64,3 +64,29 @@ def test_cond_experiment_equals_the_pipeline_and_seeds_move_it(tmp_path):
     assert not torch.equal(other["zoo"].vectors(["even"]), ex["zoo"].vectors(["even"]))  # the zoo stream
     assert other["config"].pdiff.diffusion_train.seed == 1  # the training stream
     assert other["summary"] != ex["summary"]
+
+
+@pytest.mark.slow
+def test_ablation_fits_each_distinct_config_once_and_a_rerun_loads_everything(tmp_path, monkeypatch):
+    from workbench.systems.cond_pdiff.evaluation import cond_ablation
+    from workbench.systems.cond_pdiff.experiment import collect_task_zoo
+
+    zoo = collect_task_zoo(golden.TINY_LORA, tmp_path / "zoo")
+    per_task = len(zoo.vectors([zoo.conditions[0].name]))
+    fits = []
+    real_fit = CondPDiff.fit
+    monkeypatch.setattr(CondPDiff, "fit", lambda self, *a, **k: fits.append(self.config) or real_fit(self, *a, **k))
+    variants = {"default": {}, "same again": {"condition": TINY_COND.condition},
+                f"last {per_task}": {"checkpoints": per_task}, "one-hot": {"condition": "one_hot"}}
+    kw = {"n_samples": 2, "steps": 20, "cache_dir": tmp_path / "cache", "directory": tmp_path / "ab"}
+    first = cond_ablation(zoo, TINY_COND, variants, **kw)
+    assert len(fits) == 2  # the default, "same again" and "all checkpoints" are one configuration
+    assert first.loc["default"].equals(first.loc["same again"]) and first.loc["default"].equals(
+        first.loc[f"last {per_task}"])
+    assert not first.loc["default"].equals(first.loc["one-hot"])
+    assert len(list((tmp_path / "ab").glob("*/summary.json"))) == 2
+    second = cond_ablation(zoo, TINY_COND, variants, **kw)
+    assert len(fits) == 2  # loaded: nothing refitted, nothing re-evaluated
+    assert second.equals(first)
+    third = cond_ablation(zoo, TINY_COND, variants, **{**kw, "n_samples": 3})  # another setting: re-evaluated,
+    assert len(fits) == 2 and not third.equals(first)  # but the saved generators are loaded

@@ -13,12 +13,13 @@ import pandas as pd
 import torch
 
 from workbench.core.params import ParamSpec
+from workbench.core.result_cache import cached_json, key_digest, tensor_fingerprint
 from workbench.data import TaskData
 from workbench.evaluation.baselines import soup
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import nearest_neighbours
 from workbench.evaluation.tables import chance, method_row, zoo_evaluator
-from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig
+from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig, fit_or_load_cond
 from workbench.zoo.protocol import Condition, ParameterZoo, condition_names
 
 __all__ = ["CondResult", "cond_evaluation", "cond_ablation", "summary", "distance_accuracy_frame",
@@ -116,11 +117,15 @@ def summary(res: CondResult) -> dict[str, float]:
 
 def cond_ablation(zoo: ParameterZoo, config: CondPDiffConfig, variants: dict[str, dict], *, n_samples: int = 10, seed: int = 0,
                   steps: int | None = None, checkpoints: int | None = None, cache_dir: str | Path | None = None,
-                  progress: bool = False) -> pd.DataFrame:
+                  progress: bool = False, directory: str | Path | None = None) -> pd.DataFrame:
     """Refit the conditional generator for each variant (fields of ``CondPDiffConfig``; ``pdiff`` fields under
-    ``"pdiff"``; ``"checkpoints"``: use only the last k checkpoints per task) and tabulate task-averaged figures."""
+    ``"pdiff"``; ``"checkpoints"``: use only the last k checkpoints per task) and tabulate task-averaged figures.
 
-    rows = []
+    Variants that come to the same configuration (e.g. the default normalisation, the default condition and "all
+    checkpoints") are fitted and evaluated once. With ``directory``, each distinct fit is saved in its own folder
+    (named by a digest of its configuration) with its summary, so a later call loads both and an interrupted one
+    resumes."""
+    rows, done = [], {}
     for name, change in variants.items():
         change = dict(change)
         k = change.pop("checkpoints", checkpoints)
@@ -130,10 +135,24 @@ def cond_ablation(zoo: ParameterZoo, config: CondPDiffConfig, variants: dict[str
             base = replace(base, diffusion_train=replace(base.diffusion_train, steps=steps))
         cfg = replace(config, pdiff=replace(base, **pd_change), **change)
         view = _LastK(zoo, k) if k else zoo
-        gen = CondPDiff(cfg, cache_dir=cache_dir).fit(view, progress=progress)
-        res = cond_evaluation(view, gen, n_samples=n_samples, seed=seed)
-        rows.append({"variant": name, **{k2: v for k2, v in summary(res).items() if not k2.startswith("n_")},
-                     "fit_seconds": gen.seconds.get("total", float("nan"))})
+        if k and len(view.vectors()) == len(zoo.vectors()):
+            k = None  # "the last k" of zoos that hold no more than k per task: the whole zoo, fitted once
+        key = {"config": cfg.to_dict(), "checkpoints": k}
+        tag = key_digest(key)
+        if tag not in done:
+            def evaluated(cfg=cfg, view=view, tag=tag) -> dict:
+                if directory is None:
+                    gen = CondPDiff(cfg, cache_dir=cache_dir).fit(view, progress=progress)
+                else:
+                    gen = fit_or_load_cond(view, cfg, Path(directory) / tag, cache_dir=cache_dir, progress=progress)
+                res = cond_evaluation(view, gen, n_samples=n_samples, seed=seed)
+                return {**{k2: float(v) for k2, v in summary(res).items() if not k2.startswith("n_")},
+                        "fit_seconds": float(gen.seconds.get("total", float("nan")))}
+
+            done[tag] = evaluated() if directory is None else cached_json(
+                Path(directory) / tag / "summary.json",
+                {**key, "n_samples": n_samples, "seed": seed, "zoo": tensor_fingerprint(view.vectors())}, evaluated)
+        rows.append({"variant": name, **done[tag]})
     return pd.DataFrame(rows).set_index("variant")
 
 

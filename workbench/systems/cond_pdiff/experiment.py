@@ -19,6 +19,7 @@ import pandas as pd
 from workbench.core.config import offset_seed
 from workbench.core.device import DeviceLike
 from workbench.core.paths import seeded_path
+from workbench.core.result_cache import cached_json, tensor_fingerprint
 from workbench.core.timing import Stopwatch
 from workbench.generator.latent_diffusion import seeded_pdiff_config
 from workbench.systems.cond_pdiff.evaluation import cond_ablation, cond_evaluation, summary
@@ -79,11 +80,16 @@ def cond_experiment(zoo_config: LoRAZooConfig | TextLoRAZooConfig, config: CondP
     guidance, ablations = None, {}
     if ablation is not None:
         ab_n = int(ablation["n_samples"])
-        with watch("guidance"):
-            guidance = pd.DataFrame({s: summary(cond_evaluation(zoo, gen, n_samples=ab_n, seed=seed,
-                                                                 guidance_scale=s))
-                                     for s in GUIDANCE_SCALES}).T.rename_axis("guidance scale")
-        kw = {"n_samples": ab_n, "seed": seed, "steps": int(ablation["steps"]), "cache_dir": cache_dir}
+        gen_dir = seeded_path(generator_dir, seed)
+        with watch("guidance"):  # computed once per run directory, zoo and generator; loaded on later runs
+            by_scale = cached_json(gen_dir / "guidance.json", {
+                "config": config.to_dict(), "n_samples": ab_n, "seed": seed, "scales": list(GUIDANCE_SCALES),
+                "zoo": tensor_fingerprint(zoo.vectors())}, lambda: {
+                    str(s): summary(cond_evaluation(zoo, gen, n_samples=ab_n, seed=seed, guidance_scale=s))
+                    for s in GUIDANCE_SCALES})
+            guidance = pd.DataFrame({float(s): v for s, v in by_scale.items()}).T.rename_axis("guidance scale")
+        kw = {"n_samples": ab_n, "seed": seed, "steps": int(ablation["steps"]), "cache_dir": cache_dir,
+              "directory": gen_dir / "ablations"}
         variants = {"normalisation": NORMALISATION_VARIANTS, "condition": CONDITION_VARIANTS,
                     "checkpoints": {f"last {k} checkpoints": {"checkpoints": int(k)} for k in ablation["checkpoints"]}}
         with watch("ablation"):
