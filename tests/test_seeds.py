@@ -35,6 +35,35 @@ def test_pca_latent_reconstructs_the_zoo_exactly(n, p, seed):
         torch.testing.assert_close(z[:, 0].var(0), torch.ones(k), atol=1e-3, rtol=1e-3)
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(3, 30), p=st.integers(2, 80), seed=st.integers(0, 1000))
+def test_pca_axes_are_the_svd_ones_with_a_fixed_sign(n, p, seed):
+    from workbench.nn.pca import _principal_axes
+
+    g = torch.Generator().manual_seed(seed)
+    k = min(n - 1, p)
+    # a centred zoo with well-separated singular values 5 … 1 (near-equal ones have no well-defined axes)
+    left = torch.randn(n, k, generator=g, dtype=torch.float64)
+    left = torch.linalg.qr(left - left.mean(0)).Q
+    right = torch.linalg.qr(torch.randn(p, k, generator=g, dtype=torch.float64)).Q
+    xc = left @ torch.diag(torch.linspace(5, 1, k, dtype=torch.float64)) @ right.T
+    s, vh = _principal_axes(xc, k)  # the Gram route when p > n, the thin SVD otherwise
+    _, s_ref, vh_ref = torch.linalg.svd(xc, full_matrices=False)
+    torch.testing.assert_close(s, s_ref[:k], rtol=1e-8, atol=1e-9)
+    sign = torch.sign((vh * vh_ref[:k]).sum(1, keepdim=True))
+    torch.testing.assert_close(vh, sign * vh_ref[:k], rtol=1e-6, atol=1e-7)
+    top = vh.gather(1, vh.abs().argmax(1, keepdim=True))
+    assert (top > 0).all()  # the sign convention: every axis's largest entry is positive
+
+
+def test_pca_zeroes_directions_the_zoo_does_not_span():
+    from workbench.nn.pca import _principal_axes
+
+    x = torch.randn(3, 50, dtype=torch.float64).repeat(4, 1)  # 12 members, rank 3 (2 after centring)
+    s, vh = _principal_axes(x - x.mean(0), 6)
+    assert (s[:2] > 1).all() and (vh[2:] == 0).all() and torch.allclose(vh[:2].norm(dim=1), torch.ones(2, dtype=torch.float64))
+
+
 def test_pca_refuses_more_components_than_members():
     with pytest.raises(ValueError, match="span at most 4"):
         PCAAutoencoder(10, 5).fit(torch.randn(5, 10))
