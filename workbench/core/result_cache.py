@@ -13,7 +13,7 @@ import torch
 
 from workbench.core.io import atomic_write_json
 
-__all__ = ["cached_json", "key_digest", "tensor_fingerprint"]
+__all__ = ["cached_json", "key_digest", "data_fingerprint"]
 
 T = TypeVar("T")
 
@@ -27,16 +27,19 @@ def key_digest(key: Mapping[str, Any], n: int = 12) -> str:
     return hashlib.sha256(json.dumps(_canonical(key), sort_keys=True).encode()).hexdigest()[:n]
 
 
-def tensor_fingerprint(*tensors: torch.Tensor | None) -> str:
-    """sha256 of the tensors' shapes and bytes: what a cached result was computed from."""
+def data_fingerprint(*tensors: torch.Tensor | None, config: dict | None = None) -> str:
+    """sha256 over the exact bytes of the data (and the config): what a run directory or a cached result was
+    computed from."""
     h = hashlib.sha256()
     for t in tensors:
         if t is None:
             h.update(b"none")
             continue
         t = t.detach().cpu().contiguous()
-        h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    if config is not None:
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
 

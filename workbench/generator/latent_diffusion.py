@@ -46,6 +46,7 @@ from workbench.core.io import (
 from workbench.core.normalise import Normaliser, PositionNormaliser, load_normaliser, make_normaliser
 from workbench.core.params import ParamSpec, check_finite
 from workbench.core.progress import progress_label
+from workbench.core.result_cache import data_fingerprint
 from workbench.core.train_loop import LoopConfig, RunDirMismatchError, SplitLoss, read_history, train_module
 from workbench.generator.alignment import ZooAlignment, align_zoo
 from workbench.nn.autoencoder import AEConfig, ParamAutoencoder
@@ -60,21 +61,6 @@ __all__ = ["PDiffConfig", "PDiff", "fit_or_load", "seeded_pdiff_config", "Genera
 
 class GeneratorLoadError(CorruptFileError):
     """A saved generator is incomplete, altered, or its files do not fit one another."""
-
-
-def data_fingerprint(*tensors: torch.Tensor | None, config: dict | None = None) -> str:
-    """sha256 over the exact bytes of the training data (and the config): what a run directory was trained on."""
-    h = hashlib.sha256()
-    for t in tensors:
-        if t is None:
-            h.update(b"none")
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    if config is not None:
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    return h.hexdigest()
 
 
 def _config_sha(config: dict) -> str:

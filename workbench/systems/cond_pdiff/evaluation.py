@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from workbench.core.params import ParamSpec
-from workbench.core.result_cache import cached_json, key_digest, tensor_fingerprint
+from workbench.core.result_cache import cached_json, data_fingerprint, key_digest
 from workbench.data import TaskData
 from workbench.evaluation.baselines import soup
 from workbench.evaluation.evaluate import MemberEvaluator
@@ -151,7 +151,7 @@ def cond_ablation(zoo: ParameterZoo, config: CondPDiffConfig, variants: dict[str
 
             done[tag] = evaluated() if directory is None else cached_json(
                 Path(directory) / tag / "summary.json",
-                {**key, "n_samples": n_samples, "seed": seed, "zoo": tensor_fingerprint(view.vectors())}, evaluated)
+                {**key, "n_samples": n_samples, "seed": seed, "zoo": data_fingerprint(view.vectors())}, evaluated)
         rows.append({"variant": name, **done[tag]})
     return pd.DataFrame(rows).set_index("variant")
 

@@ -19,7 +19,7 @@ import pandas as pd
 from workbench.core.config import offset_seed
 from workbench.core.device import DeviceLike
 from workbench.core.paths import seeded_path
-from workbench.core.result_cache import cached_json, tensor_fingerprint
+from workbench.core.result_cache import cached_json, data_fingerprint
 from workbench.core.timing import Stopwatch
 from workbench.generator.latent_diffusion import seeded_pdiff_config
 from workbench.systems.cond_pdiff.evaluation import cond_ablation, cond_evaluation, summary
@@ -84,7 +84,7 @@ def cond_experiment(zoo_config: LoRAZooConfig | TextLoRAZooConfig, config: CondP
         with watch("guidance"):  # computed once per run directory, zoo and generator; loaded on later runs
             by_scale = cached_json(gen_dir / "guidance.json", {
                 "config": config.to_dict(), "n_samples": ab_n, "seed": seed, "scales": list(GUIDANCE_SCALES),
-                "zoo": tensor_fingerprint(zoo.vectors())}, lambda: {
+                "zoo": data_fingerprint(zoo.vectors())}, lambda: {
                     str(s): summary(cond_evaluation(zoo, gen, n_samples=ab_n, seed=seed, guidance_scale=s))
                     for s in GUIDANCE_SCALES})
             guidance = pd.DataFrame({float(s): v for s, v in by_scale.items()}).T.rename_axis("guidance scale")
