@@ -90,3 +90,27 @@ def test_ablation_fits_each_distinct_config_once_and_a_rerun_loads_everything(tm
     assert second.equals(first)
     third = cond_ablation(zoo, TINY_COND, variants, **{**kw, "n_samples": 3})  # another setting: re-evaluated,
     assert len(fits) == 2 and not third.equals(first)  # but the saved generators are loaded
+
+
+@pytest.mark.slow
+def test_cached_evaluation_loads_what_it_computed_and_recomputes_a_damaged_one(tmp_path, monkeypatch):
+    from workbench.systems.cond_pdiff import evaluation as cev
+    from workbench.systems.cond_pdiff.experiment import collect_task_zoo
+
+    zoo = collect_task_zoo(golden.TINY_LORA, tmp_path / "zoo")
+    gen = CondPDiff(TINY_COND, cache_dir=tmp_path / "cache").fit(zoo, progress=False)
+    calls = []
+    real = cev.cond_evaluation
+    monkeypatch.setattr(cev, "cond_evaluation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    d = tmp_path / "evaluation"
+    first = cev.cached_cond_evaluation(d, zoo, gen, n_samples=2)
+    again = cev.cached_cond_evaluation(d, zoo, gen, n_samples=2)
+    assert len(calls) == 1
+    assert again.seen.equals(first.seen) and list(again.samples) == list(first.samples)
+    assert all(torch.equal(again.samples[k], first.samples[k]) for k in first.samples)
+    assert summary(again) == summary(first)
+    cev.cached_cond_evaluation(d, zoo, gen, n_samples=3)  # another setting: computed
+    assert len(calls) == 2
+    (d / "samples.safetensors").write_bytes(b"damaged")
+    healed = cev.cached_cond_evaluation(d, zoo, gen, n_samples=3)
+    assert len(calls) == 3 and len(healed.samples) == len(first.samples)

@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+import pandas as pd
 import torch
 
 from workbench.core.io import atomic_write_json
 
-__all__ = ["cached_json", "key_digest", "data_fingerprint"]
+__all__ = ["cached_json", "key_digest", "data_fingerprint", "frame_to_json", "frame_from_json"]
 
 T = TypeVar("T")
 
@@ -58,3 +59,18 @@ def cached_json(path: str | Path, key: Mapping[str, Any], compute: Callable[[], 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"key": key, "value": value})
     return value
+
+
+def frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """A table as plain JSON values (full float precision, index and its name kept) for :func:`cached_json`."""
+    d = frame.to_dict(orient="split")
+    return {"index": [v.item() if hasattr(v, "item") else v for v in d["index"]], "index_name": frame.index.name,
+            "columns": list(d["columns"]), "data": [[v.item() if hasattr(v, "item") else v for v in row]
+                                                    for row in d["data"]]}
+
+
+def frame_from_json(d: Mapping[str, Any]) -> pd.DataFrame:
+    """The table written by :func:`frame_to_json`."""
+    frame = pd.DataFrame(d["data"], index=d["index"], columns=d["columns"])
+    frame.index.name = d["index_name"]
+    return frame

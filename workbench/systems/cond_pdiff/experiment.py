@@ -22,7 +22,12 @@ from workbench.core.paths import seeded_path
 from workbench.core.result_cache import cached_json, data_fingerprint
 from workbench.core.timing import Stopwatch
 from workbench.generator.latent_diffusion import seeded_pdiff_config
-from workbench.systems.cond_pdiff.evaluation import cond_ablation, cond_evaluation, summary
+from workbench.systems.cond_pdiff.evaluation import (
+    cached_cond_evaluation,
+    cond_ablation,
+    cond_evaluation,
+    summary,
+)
 from workbench.systems.cond_pdiff.generator import CondPDiffConfig, fit_or_load_cond
 from workbench.zoo.lora.tasks import LoRAZooConfig, collect_lora_zoo
 from workbench.zoo.lora.text import TextLoRAZooConfig, collect_text_lora_zoo
@@ -75,8 +80,9 @@ def cond_experiment(zoo_config: LoRAZooConfig | TextLoRAZooConfig, config: CondP
     with watch("fit"):
         gen = fit_or_load_cond(zoo, config, seeded_path(generator_dir, seed), cache_dir=cache_dir, progress=progress,
                                device=device)
-    with watch("evaluate"):
-        res = cond_evaluation(zoo, gen, n_samples=n_samples, seed=seed)
+    with watch("evaluate"):  # loaded from the generator's folder when nothing changed
+        res = cached_cond_evaluation(seeded_path(generator_dir, seed) / "evaluation", zoo, gen, n_samples=n_samples,
+                                     seed=seed)
     guidance, ablations = None, {}
     if ablation is not None:
         ab_n = int(ablation["n_samples"])

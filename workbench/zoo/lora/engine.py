@@ -193,6 +193,17 @@ def train_condition(unit: ConditionUnit) -> tuple[dict[str, torch.Tensor], float
     return stored, time.perf_counter() - t0
 
 
+def _manifest_covers(path: Path, kind: str, conditions: Sequence[str]) -> bool:
+    """Whether the manifest at ``path`` lists exactly ``conditions``, in order (a readable, finished one)."""
+    if not path.exists():
+        return False
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError):
+        return False
+    return kind in frame.columns and list(dict.fromkeys(frame[kind].astype(str))) == [str(c) for c in conditions]
+
+
 def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, spec: ParamSpec, *,
                        trainable: Collection[str], init: Callable[[int, str], None],
                        loss: Callable[[int, str], LossFn],
@@ -249,6 +260,12 @@ def collect_conditions(root: Path, conditions: Sequence[str], model: nn.Module, 
                 stored = _fine_tune_condition(kw, base_state, i, name, kind, dev, progress)
                 commit(name, stored, time.perf_counter() - t1)
     bar.close()
+    if not todo and _manifest_covers(root / "manifest.csv", kind, conditions):
+        # a finished zoo reopened: its manifest is complete (written last, atomically), so nothing is
+        # re-evaluated; every condition's file is still verified against its checksum
+        for name in conditions:
+            read_condition(root, folder, file_stem(name), kind, name)
+        return
     manifest = []
     for i, name in enumerate(conditions):
         # resume: a condition's file is written atomically once it is complete, and verified when reloaded
