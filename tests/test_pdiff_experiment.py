@@ -106,3 +106,31 @@ def test_pdiff_experiment_resumes_and_seeds_move_samples(tmp_path):
     # draw: the first n of a larger batch
     drawn = pdiff_experiment("tiny", DENSE, TINY, tmp_path, draw=7, **kw)
     assert len(drawn.samples["ddim-10"]) == 5
+
+
+def test_a_second_experiment_loads_samples_and_every_evaluation(tmp_path, monkeypatch):
+    """The report's second run: nothing changed, so samples, the table and every (train, test) result are loaded;
+    another setting or a damaged results file computes them again."""
+    from workbench.systems.pdiff import experiment as exp
+
+    calls = []
+    real = exp.evaluation_table
+    monkeypatch.setattr(exp, "evaluation_table", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(n_samples=4, samplers=("ddim-10",))
+    first = pdiff_experiment("tiny", DENSE, TINY, tmp_path, **kw)
+    again = pdiff_experiment("tiny", DENSE, TINY, tmp_path, **kw)
+    assert len(calls) == 1
+    assert again.table.equals(first.table) and list(again.results) == list(first.results)
+    for m in first.results:
+        for a, b in zip(first.results[m], again.results[m]):
+            np.testing.assert_array_equal(a.accuracy, b.accuracy)
+            np.testing.assert_array_equal(a.loss, b.loss)
+            assert torch.equal(a.predictions, b.predictions) and torch.equal(a.targets, b.targets)
+    assert torch.equal(first.samples["ddim-10"], again.samples["ddim-10"])
+    np.testing.assert_array_equal(first.reconstruction.accuracy, again.reconstruction.accuracy)
+    assert again.seconds["evaluate"] == first.seconds["evaluate"]  # the measured time is kept, not the load's
+    pdiff_experiment("tiny", DENSE, TINY, tmp_path, n_samples=3, samplers=("ddim-10",))
+    assert len(calls) == 2
+    (first.directory / "experiment" / "results.safetensors").write_bytes(b"\0damaged")
+    healed = pdiff_experiment("tiny", DENSE, TINY, tmp_path, n_samples=3, samplers=("ddim-10",))
+    assert len(calls) == 3 and len(healed.samples["ddim-10"]) == 3

@@ -27,6 +27,12 @@ from workbench.data import TaskData
 __all__ = ["EvalResult", "MemberEvaluator", "evaluate", "sequential_blocks", "split_model"]
 
 
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """A copy of integer labels in int16 when they fit (else int64)."""
+    small = t.numel() == 0 or (int(t.min()) >= -32768 and int(t.max()) <= 32767)
+    return t.to(torch.int16) if small else t.clone()
+
+
 @dataclass
 class EvalResult:
     """Per-model accuracy (percent), mean cross-entropy, and predicted class of every example."""
@@ -46,6 +52,21 @@ class EvalResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per model."""
         return pd.DataFrame({"accuracy": self.accuracy, "loss": self.loss})
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The result as named tensors (for safetensors): ``<prefix>.accuracy``, ``.loss``, ``.predictions``,
+        ``.targets``; :meth:`from_tensors` reads them back exactly."""
+        # copies: results often share one targets tensor, and safetensors refuses tensors that share memory
+        return {f"{prefix}.accuracy": torch.tensor(np.asarray(self.accuracy)),
+                f"{prefix}.loss": torch.tensor(np.asarray(self.loss)),
+                # class indices fit int16 (a quarter of the disk of int64); read back as int64
+                f"{prefix}.predictions": _compact(self.predictions), f"{prefix}.targets": _compact(self.targets)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "EvalResult":
+        """The result :meth:`to_tensors` wrote under ``prefix``."""
+        return cls(tensors[f"{prefix}.accuracy"].numpy(), tensors[f"{prefix}.loss"].numpy(),
+                   tensors[f"{prefix}.predictions"].long(), tensors[f"{prefix}.targets"].long())
 
     def summary(self) -> dict[str, float]:
         """best / mean / median / min / std of the accuracies."""
