@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from workbench.systems.pdiff.experiment import (
     seeded_name,
     seeded_pdiff_config,
     seeded_zoo_config,
+    seeds_experiment,
 )
 from workbench.zoo.protocol import Condition
 
@@ -134,3 +136,24 @@ def test_a_second_experiment_loads_samples_and_every_evaluation(tmp_path, monkey
     (first.directory / "experiment" / "results.safetensors").write_bytes(b"\0damaged")
     healed = pdiff_experiment("tiny", DENSE, TINY, tmp_path, n_samples=3, samplers=("ddim-10",))
     assert len(calls) == 3 and len(healed.samples["ddim-10"]) == 3
+
+
+@pytest.mark.slow
+def test_a_second_seeds_experiment_loads_samples_and_evaluations(tmp_path, monkeypatch):
+    from workbench.systems.pdiff import experiment as exp
+
+    calls = []
+    real = exp.seeds_evaluation
+    monkeypatch.setattr(exp, "seeds_evaluation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = replace(TINY, align="weight_matching", autoencoder="pca", denoiser="mlp", mlp_hidden=16)
+    first = seeds_experiment("seeds", SEEDS, cfg, tmp_path, n_samples=4, sampler="ddim", steps=5)
+    again = seeds_experiment("seeds", SEEDS, cfg, tmp_path, n_samples=4, sampler="ddim", steps=5)
+    assert len(calls) == 1
+    for name in ("table", "novelty", "barriers", "curves"):
+        a, b = getattr(first.result, name), getattr(again.result, name)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, check_index_type=False)
+    assert torch.equal(first.result.aligned, again.result.aligned)
+    assert all(torch.equal(first.samples[k], again.samples[k]) for k in first.samples)
+    assert list(again.result.results) == list(first.result.results)
+    seeds_experiment("seeds", SEEDS, cfg, tmp_path, n_samples=3, sampler="ddim", steps=5)
+    assert len(calls) == 2

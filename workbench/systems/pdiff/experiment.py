@@ -20,7 +20,6 @@ what the benchmarks always ran; any other seed gets its own folders (``<name>_se
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,19 +28,13 @@ import pandas as pd
 import torch
 
 from workbench.core.device import DeviceLike
-from workbench.core.io import (
-    CorruptFileError,
-    atomic_write_csv,
-    atomic_write_json,
-    load_tensors,
-    read_json,
-    save_tensors,
-)
+from workbench.core.io import atomic_write_csv, atomic_write_json
 from workbench.core.paths import seeded_name
-from workbench.core.result_cache import data_fingerprint, frame_from_json, frame_to_json
+from workbench.core.result_cache import data_fingerprint
 from workbench.core.timing import Stopwatch
 from workbench.evaluation.evaluate import EvalResult, MemberEvaluator
 from workbench.evaluation.memorisation import MemorisationResult, memorisation_analysis
+from workbench.evaluation.result_store import StoredResults, load_results, save_results
 from workbench.evaluation.tables import evaluation_table
 from workbench.generator.latent_diffusion import PDiff, PDiffConfig, fit_or_load, seeded_pdiff_config
 from workbench.systems.pdiff.seeds import SeedsResult, seeds_evaluation
@@ -115,11 +108,11 @@ def pdiff_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root:
     weights = [t for m in (gen.ae, gen.denoiser) for t in m.state_dict().values()]
     key_of_run = {"zoo": data_fingerprint(zoo.vectors()), "generator": data_fingerprint(*weights),
                   "n_samples": n_samples, "samplers": list(samplers), "draw": draw, "evaluate": evaluate, "seed": seed}
-    saved = _load_experiment(cache, key_of_run)
+    saved = load_results(cache, key_of_run)
     if saved is not None:  # nothing changed since the run that computed it: loaded (a report's second run)
-        reconstruction, samples, table, results, seconds = saved
-        return PDiffRun(key, zoo, gen, directory, ev, reconstruction, samples, table, results,
-                        {**watch.seconds, **seconds, "total": watch.total})
+        return PDiffRun(key, zoo, gen, directory, ev, saved.single["reconstruction"], saved.tensors,
+                        saved.frames["table"], dict(saved.results),
+                        {**watch.seconds, **saved.extra["seconds"], "total": watch.total})
     with watch("reconstruct"):
         reconstruction = ev(gen.reconstruct(zoo.vectors()), data.x_test, data.y_test)
     samples: dict[str, torch.Tensor] = {}
@@ -135,46 +128,11 @@ def pdiff_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root:
             table, results = evaluation_table(zoo, samples, evaluator=ev, seed=seed)
         atomic_write_csv(directory / "evaluation.csv", table, index=True)
         atomic_write_json(directory / "evaluation.json", table.reset_index().to_dict("records"))
-    _save_experiment(cache, key_of_run, reconstruction, samples, table, results,
-                     {k: v for k, v in watch.seconds.items() if k not in ("zoo", "generator")})
+    save_results(cache, key_of_run, StoredResults(
+        frames={"table": table}, tensors=samples, results=results, single={"reconstruction": reconstruction},
+        extra={"seconds": {k: v for k, v in watch.seconds.items() if k not in ("zoo", "generator")}}))
     return PDiffRun(key, zoo, gen, directory, ev, reconstruction, samples, table, results,
                     {**watch.seconds, "total": watch.total})
-
-
-def _save_experiment(cache: Path, key: dict, reconstruction: EvalResult, samples: dict[str, torch.Tensor],
-                     table: pd.DataFrame | None, results: dict, seconds: dict[str, float]) -> None:
-    """Samples and every evaluation of one p-diff experiment, then the JSON that names their key (written last:
-    an interrupted save is recomputed, never half-loaded)."""
-    tensors = {**reconstruction.to_tensors("reconstruction"),
-               **{f"samples.{name}": v.contiguous() for name, v in samples.items()}}
-    methods = list(results)
-    for i, m in enumerate(methods):
-        for split, r in zip(("train", "test"), results[m]):
-            tensors.update(r.to_tensors(f"method{i}.{split}"))
-    cache.mkdir(parents=True, exist_ok=True)
-    save_tensors(cache / "results.safetensors", tensors)
-    atomic_write_json(cache / "experiment.json", {
-        "key": key, "samplers": list(samples), "methods": methods, "seconds": seconds,
-        "table": frame_to_json(table) if table is not None else None,
-        "tensors": data_fingerprint(*(tensors[k] for k in sorted(tensors)))})
-
-
-def _load_experiment(cache: Path, key: dict):
-    """What :func:`_save_experiment` stored for ``key``, or None (absent, another key, damaged)."""
-    try:
-        saved = read_json(cache / "experiment.json")
-        if saved.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
-            return None
-        tensors = load_tensors(cache / "results.safetensors")
-    except (OSError, ValueError, CorruptFileError, KeyError, AttributeError):
-        return None
-    if data_fingerprint(*(tensors[k] for k in sorted(tensors))) != saved.get("tensors"):
-        return None
-    results = {m: tuple(EvalResult.from_tensors(tensors, f"method{i}.{split}") for split in ("train", "test"))
-               for i, m in enumerate(saved["methods"])}
-    samples = {name: tensors[f"samples.{name}"] for name in saved["samplers"]}
-    table = frame_from_json(saved["table"]) if saved["table"] is not None else None
-    return EvalResult.from_tensors(tensors, "reconstruction"), samples, table, results, saved["seconds"]
 
 
 @dataclass
@@ -204,15 +162,36 @@ def seeds_experiment(key: str, zoo_config: ZooConfig, config: PDiffConfig, root:
     cfg = seeded_pdiff_config(config, seed)
     folder = root / "generators" / "seeds"
     gens, samples = {}, {}
-    for name, c in (("aligned", cfg), ("unaligned", replace(cfg, align="none"))):
+    variants = (("aligned", cfg), ("unaligned", replace(cfg, align="none")))
+    for name, c in variants:
         with watch(f"fit_{name}"):
             gens[name] = fit_or_load(zoo, c, folder / seeded_name(name, seed), progress=progress, device=device)
+    weights = [t for g in gens.values() for m in (g.ae, g.denoiser) for t in m.state_dict().values()]
+    cache = folder / seeded_name("experiment", seed)
+    key_of_run = {"zoo": data_fingerprint(zoo.vectors()), "generators": data_fingerprint(*weights),
+                  "n_samples": n_samples, "sampler": sampler, "steps": steps, "seed": seed,
+                  "reference": cfg.align_reference}
+    saved = load_results(cache, key_of_run)
+    if saved is not None:  # a report's second run: samples and evaluations as the first run computed them
+        f = saved.frames
+        result = SeedsResult(f["table"], f["novelty"], f["barriers"], f["curves"], saved.tensors["aligned"],
+                             dict(saved.results))
+        samples = {name: saved.tensors[f"samples.{name}"] for name, _ in variants}
+        return SeedsRun(key, zoo, gens, samples, result, {**watch.seconds, **saved.extra["seconds"],
+                                                          "total": watch.total})
+    for name, _ in variants:
         with watch(f"sample_{name}"):
             samples[name] = gens[name].sample(n_samples, sampler=sampler, steps=steps if sampler == "ddim" else None,
                                               seed=seed)
     with watch("evaluate"):
         result = seeds_evaluation(zoo, samples, reference=cfg.align_reference, seed=seed, device=device)
     atomic_write_csv(folder / f"{seeded_name('evaluation', seed)}.csv", result.table, index=True)
+    save_results(cache, key_of_run, StoredResults(
+        frames={"table": result.table, "novelty": result.novelty, "barriers": result.barriers,
+                "curves": result.curves},
+        tensors={"aligned": result.aligned, **{f"samples.{k}": v for k, v in samples.items()}},
+        results=result.results, single={},
+        extra={"seconds": {k: v for k, v in watch.seconds.items() if k.startswith(("sample", "evaluate"))}}))
     return SeedsRun(key, zoo, gens, samples, result, {**watch.seconds, "total": watch.total})
 
 
