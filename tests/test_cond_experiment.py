@@ -111,6 +111,6 @@ def test_cached_evaluation_loads_what_it_computed_and_recomputes_a_damaged_one(t
     assert summary(again) == summary(first)
     cev.cached_cond_evaluation(d, zoo, gen, n_samples=3)  # another setting: computed
     assert len(calls) == 2
-    (d / "samples.safetensors").write_bytes(b"damaged")
+    (d / "results.safetensors").write_bytes(b"damaged")
     healed = cev.cached_cond_evaluation(d, zoo, gen, n_samples=3)
     assert len(calls) == 3 and len(healed.samples) == len(first.samples)

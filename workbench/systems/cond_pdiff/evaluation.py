@@ -12,19 +12,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.core.io import CorruptFileError, load_tensors, save_tensors
 from workbench.core.params import ParamSpec
 from workbench.core.result_cache import (
     cached_json,
     data_fingerprint,
-    frame_from_json,
-    frame_to_json,
     key_digest,
 )
 from workbench.data import TaskData
 from workbench.evaluation.baselines import soup
 from workbench.evaluation.evaluate import MemberEvaluator
 from workbench.evaluation.memorisation import nearest_neighbours
+from workbench.evaluation.result_store import StoredResults, load_results, save_results
 from workbench.evaluation.tables import chance, method_row, zoo_evaluator
 from workbench.systems.cond_pdiff.generator import CondPDiff, CondPDiffConfig, fit_or_load_cond
 from workbench.zoo.protocol import Condition, ParameterZoo, condition_names
@@ -107,38 +105,20 @@ def cond_evaluation(zoo: ParameterZoo, gen: CondPDiff, *, n_samples: int = 20, s
 
 def cached_cond_evaluation(directory: str | Path, zoo: ParameterZoo, gen: CondPDiff, *, n_samples: int = 20,
                            seed: int = 0, **kw) -> CondResult:
-    """:func:`cond_evaluation`, computed once per directory for this zoo, generator config and settings: the
-    tables go to ``evaluation.json`` and the generated vectors to ``samples.safetensors``, and a later call with
-    the same inputs loads them (the notebook's rerun)."""
-    d = Path(directory)
+    """:func:`cond_evaluation`, computed once per directory for this zoo, generator config and settings (the
+    experiments' result store: tables and generated vectors), and loaded by a later call with the same inputs (the
+    notebook's rerun); a damaged store is computed again."""
     key = {"zoo": data_fingerprint(zoo.vectors()), "config": gen.config.to_dict(), "n_samples": n_samples,
            "seed": seed, **{k: v for k, v in kw.items() if k != "evaluator"}}
-    store = d / "samples.safetensors"
-    fresh: list[CondResult] = []
-
-    def compute() -> dict:
-        res = cond_evaluation(zoo, gen, n_samples=n_samples, seed=seed, **kw)
-        d.mkdir(parents=True, exist_ok=True)
-        save_tensors(store, res.samples)  # before the JSON that says the result is complete
-        fresh.append(res)
-        return {"seen": frame_to_json(res.seen), "unseen": frame_to_json(res.unseen),
-                "sample_order": list(res.samples), "samples": data_fingerprint(*res.samples.values())}
-
-    if not store.exists():
-        (d / "evaluation.json").unlink(missing_ok=True)
-    saved = cached_json(d / "evaluation.json", key, compute)
-    if fresh:
-        return fresh[0]
-    try:
-        stored = load_tensors(store)
-    except (CorruptFileError, OSError):
-        stored = {}
-    samples = {k: stored[k] for k in saved["sample_order"] if k in stored}
-    if data_fingerprint(*samples.values()) != saved["samples"]:  # the samples file was replaced or damaged
-        (d / "evaluation.json").unlink()
-        return cached_cond_evaluation(d, zoo, gen, n_samples=n_samples, seed=seed, **kw)
-    unseen = frame_from_json(saved["unseen"])
-    return CondResult(frame_from_json(saved["seen"]), unseen if len(unseen) else pd.DataFrame(), samples)
+    saved = load_results(directory, key)
+    if saved is not None:
+        unseen = saved.frames["unseen"]
+        return CondResult(saved.frames["seen"], unseen if len(unseen) else pd.DataFrame(),
+                          {k: saved.tensors[k] for k in saved.extra["sample_order"]})
+    res = cond_evaluation(zoo, gen, n_samples=n_samples, seed=seed, **kw)
+    save_results(directory, key, StoredResults(frames={"seen": res.seen, "unseen": res.unseen}, tensors=res.samples,
+                                               results={}, single={}, extra={"sample_order": list(res.samples)}))
+    return res
 
 
 def summary(res: CondResult) -> dict[str, float]:
